@@ -1,0 +1,90 @@
+"""Datalists (``data_manifests/*.json``): MONAI / Decathlon style, loaded and checked before any training.
+
+Format::
+
+    {
+      "name": "isbi2012",
+      "data_root": "../../shared/data/isbi2012",   # optional; relative to this file's folder
+      "labels": {"0": "cell", "1": "membrane"},
+      "training":   [{"image": "train/image/0.png", "label": "train/label/0.png", "case_id": "0"}, ...],
+      "validation": [...],
+      "test":       [{"image": "test/0.png"}, ...]
+    }
+
+Paths are relative to ``data_root`` (or to the manifest's folder when it is absent). MONAI's
+``load_decathlon_datalist`` resolves them; we add the checks it leaves out (missing files, duplicates,
+unpaired images and labels), each naming the entry at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from monai.data import load_decathlon_datalist
+
+__all__ = ["load_manifest", "manifest_data_root"]
+
+_LABELLED_SPLITS = ("training", "validation")
+
+
+def manifest_data_root(path: str | os.PathLike) -> Path:
+    """The folder that the manifest's relative paths start from."""
+    path = Path(path)
+    data = _read_json(path)
+    root = data.get("data_root")
+    return (path.parent / root).resolve() if root else path.parent.resolve()
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} does not exist.")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"manifest {path} is not valid JSON: {err}.") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"manifest {path} must hold a JSON object, got {type(data).__name__}.")
+    return data
+
+
+def load_manifest(path: str | os.PathLike, split: str = "training", check_files: bool = True) -> list[dict]:
+    """Load one split of a manifest as a list of dicts with absolute paths, ready for a MONAI ``Dataset``.
+
+    Args:
+        path: the manifest JSON file.
+        split: ``"training"``, ``"validation"``, ``"test"`` or any other list key of the manifest.
+        check_files: raise if an image or label file is missing.
+
+    Raises:
+        FileNotFoundError: the manifest or a file it names is missing (the message names the entry).
+        ValueError: the split is absent, empty, has duplicates, or a labelled split has an entry without
+            a label.
+    """
+    path = Path(path)
+    data = _read_json(path)
+    entries = data.get(split)
+    if not isinstance(entries, list) or not entries:
+        lists = [k for k, v in data.items() if isinstance(v, list)]
+        raise ValueError(f"manifest {path} must have a non-empty list {split!r}; its lists are {lists}.")
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str) and split == "test":
+            continue  # Decathlon allows bare image paths in "test"
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise ValueError(f"manifest {path}: {split}[{i}] must be a dict with an 'image' key, got {entry!r}.")
+        if split in _LABELLED_SPLITS and "label" not in entry:
+            raise ValueError(f"manifest {path}: {split}[{i}] ({entry['image']}) has no 'label'.")
+    items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=split, base_dir=manifest_data_root(path))
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        for key in ("image", "label"):
+            if key not in item:
+                continue
+            file = str(item[key])
+            if check_files and not os.path.exists(file):
+                raise FileNotFoundError(f"manifest {path}: {split}[{i}] {key} {file} does not exist.")
+            if file in seen:
+                raise ValueError(f"manifest {path}: {split}[{i}] {key} {file} is listed twice (also entry {seen[file]}).")
+            seen[file] = i
+    return items
