@@ -12,9 +12,23 @@ from typing import Any
 import torch
 from monai.inferers import Inferer, SimpleInferer
 
-__all__ = ["AutocastInferer"]
+__all__ = ["AutocastInferer", "fastest_autocast_dtype"]
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def fastest_autocast_dtype(device: torch.device | str) -> str:
+    """The autocast dtype that runs fastest on ``device`` without giving up range: a name for ``AutocastInferer``.
+
+    ``"bfloat16"`` on a CPU with native bf16 (oneDNN: AVX-512 bf16 or AMX) and on a GPU that supports it,
+    ``"float16"`` on older GPUs, ``"float32"`` on CPUs without bf16 units, where emulated bf16 is slower.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bfloat16"
+    return "float32"
 
 
 class AutocastInferer(Inferer):

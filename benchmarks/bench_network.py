@@ -1,0 +1,173 @@
+"""Speed of PaperUNet against MONAI's BasicUNet of the same width, and against this CPU's GEMM ceiling.
+
+For each network and precision (fp32, fp32 channels-last, bf16 autocast + channels-last) it times a forward
+pass (no grad) and a train step (forward, loss, backward, optimizer step), counts the FLOPs of each with
+``torch.utils.flop_counter`` and prints achieved GFLOP/s, the ratio to a matmul ceiling measured in the same
+run, and PaperUNet/BasicUNet time ratios. The last block times the bundle's default train step (its
+network, patch size, batch, loss, optimizer and precision, read from ``bundles/unet/train.json``).
+
+    python benchmarks/bench_network.py            # about 3 minutes on 2 cores
+    python benchmarks/bench_network.py --quick    # smaller inputs, fewer repeats: checks that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+from monai.losses import DiceCELoss
+from monai.networks.nets import BasicUNet
+from torch.utils.flop_counter import FlopCounterMode
+
+from unet_monai.networks import PaperUNet
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = {
+    "fp32": (torch.float32, False),
+    "fp32+cl": (torch.float32, True),
+    "bf16+cl": (torch.bfloat16, True),
+}
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_ceiling(dtype: torch.dtype, n: int, repeats: int) -> float:
+    """GFLOP/s of an n x n x n matmul in ``dtype``: the GEMM ceiling convolutions are measured against."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / timed(lambda: torch.mm(a, b), repeats) / 1e9
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+class Case:
+    """One network on one input, in one precision mode: forward and train-step closures."""
+
+    def __init__(self, net: torch.nn.Module, x: torch.Tensor, mode: str, loss_fn: Callable, optimizer: str) -> None:
+        dtype, channels_last = MODES[mode]
+        if channels_last:
+            fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+            net, x = net.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+        self.net, self.x, self.dtype, self.loss_fn = net, x, dtype, loss_fn
+        params = net.parameters()
+        self.opt = torch.optim.Adam(params, 1e-4) if optimizer == "adam" else torch.optim.SGD(params, 1e-4, 0.99)
+
+    def forward(self) -> None:
+        with torch.no_grad(), torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
+            self.net(self.x)
+
+    def train_step(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = self.net(self.x)
+        loss = self.loss_fn(out.float())
+        loss.backward()
+        self.opt.step()
+
+
+def mean_loss(out: torch.Tensor) -> torch.Tensor:
+    return out.mean()
+
+
+def measure(name: str, make_net: Callable[[], torch.nn.Module], x: torch.Tensor, repeats: int, ceilings: dict,
+            loss_fn: Callable = mean_loss, optimizer: str = "sgd", modes: tuple[str, ...] = tuple(MODES)) -> dict:
+    torch.manual_seed(0)
+    results = {}
+    for mode in modes:
+        case = Case(make_net(), x.clone(), mode, loss_fn, optimizer)
+        row = {}
+        for phase, fn in (("forward", case.forward), ("train", case.train_step)):
+            flops = count_flops(fn)
+            seconds = timed(fn, repeats)
+            ceiling = ceilings["bf16" if mode.startswith("bf16") else "fp32"]
+            row[phase] = {"seconds": seconds, "gflops": flops / 1e9, "gflop_s": flops / seconds / 1e9,
+                          "of_ceiling": flops / seconds / 1e9 / ceiling}
+            print(f"  {name:<28} {mode:<8} {phase:<7} {seconds * 1e3:8.1f} ms  {flops / 1e9:7.1f} GFLOP  "
+                  f"{flops / seconds / 1e9:6.0f} GFLOP/s  {100 * row[phase]['of_ceiling']:4.0f}% of ceiling", flush=True)
+        results[mode] = row
+    return results
+
+
+def bundle_default_case(repeats: int, ceilings: dict) -> dict:
+    """The bundle's default train step: network, patch, batch, loss, optimizer and precision from train.json."""
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "unet" / "train.json"))
+    parser["bundle_root"] = str(REPO / "benchmarks" / "results" / "bundle")
+    net_def = parser.get_parsed_content("network_def")
+    patch = parser.get_parsed_content("patch_size")
+    batch = parser.get_parsed_content("batch_size") * parser.get_parsed_content("patches_per_image")
+    precision = parser.get_parsed_content("precision")
+    mode = "bf16+cl" if precision == "bfloat16" else "fp32+cl"
+    spatial_dims = parser.get_parsed_content("spatial_dims")
+    out_shape = net_def.output_shape(patch)
+    label = torch.randint(0, 2, (batch, 1, *out_shape))
+    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
+    print(f"\nbundle default train step: {spatial_dims}D, features {net_def.features}, batch {batch} x {tuple(patch)}"
+          f" -> {out_shape}, DiceCE + Adam, {precision}")
+    result = measure("bundle default", lambda: parser.get_parsed_content("network_def", instantiate=True, lazy=False),
+                     torch.randn(batch, 1, *patch), repeats, ceilings, loss_fn=lambda out: dice_ce(out, label),
+                     optimizer="adam", modes=(mode,))
+    result["precision"] = precision
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small inputs and few repeats (a smoke run)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+    size = 188 if args.quick else 572
+    torch.set_num_threads(torch.get_num_threads())
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    n = 1024 if args.quick else 4096
+    ceilings = {"fp32": matmul_ceiling(torch.float32, n, repeats), "bf16": matmul_ceiling(torch.bfloat16, n, repeats)}
+    print(f"matmul ceiling ({n}^3): fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s\n")
+
+    widths = (64, 128, 256, 512, 1024)
+    x = torch.randn(1, 1, size, size)
+    print(f"2D, batch 1, {size}x{size}, features {widths}, SGD momentum 0.99")
+    paper = measure("PaperUNet (valid, paper)", lambda: PaperUNet(2, 1, 2, features=widths), x, repeats, ceilings)
+    basic = measure("BasicUNet (same)", lambda: BasicUNet(2, 1, 2, features=(*widths, widths[0])), x, repeats, ceilings)
+
+    print("\nPaperUNet time / BasicUNet time (below 1: PaperUNet faster; GFLOP/s compares efficiency):")
+    for mode in MODES:
+        for phase in ("forward", "train"):
+            ratio = paper[mode][phase]["seconds"] / basic[mode][phase]["seconds"]
+            eff = paper[mode][phase]["gflop_s"] / basic[mode][phase]["gflop_s"]
+            print(f"  {mode:<8} {phase:<7} time ratio {ratio:5.2f}   GFLOP/s ratio {eff:5.2f}")
+
+    bundle = bundle_default_case(repeats, ceilings)
+    mode = next(k for k in bundle if k != "precision")
+    share = bundle[mode]["train"]["of_ceiling"]
+    print(f"\nbundle default train step: {100 * share:.0f}% of the {bundle['precision']} ceiling (goal: >= 65%)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"ceilings": ceilings, "paper": paper, "basic": basic, "bundle": bundle},
+                                        indent=2))
+
+
+if __name__ == "__main__":
+    main()
