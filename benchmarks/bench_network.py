@@ -89,8 +89,16 @@ def mean_loss(out: torch.Tensor) -> torch.Tensor:
     return out.mean()
 
 
-def measure(name: str, make_net: Callable[[], torch.nn.Module], x: torch.Tensor, repeats: int, ceilings: dict,
-            loss_fn: Callable = mean_loss, optimizer: str = "sgd", modes: tuple[str, ...] = tuple(MODES)) -> dict:
+def measure(
+    name: str,
+    make_net: Callable[[], torch.nn.Module],
+    x: torch.Tensor,
+    repeats: int,
+    ceilings: dict,
+    loss_fn: Callable = mean_loss,
+    optimizer: str = "sgd",
+    modes: tuple[str, ...] = tuple(MODES),
+) -> dict:
     torch.manual_seed(0)
     results = {}
     for mode in modes:
@@ -100,10 +108,17 @@ def measure(name: str, make_net: Callable[[], torch.nn.Module], x: torch.Tensor,
             flops = count_flops(fn)
             seconds = timed(fn, repeats)
             ceiling = ceilings["bf16" if mode.startswith("bf16") else "fp32"]
-            row[phase] = {"seconds": seconds, "gflops": flops / 1e9, "gflop_s": flops / seconds / 1e9,
-                          "of_ceiling": flops / seconds / 1e9 / ceiling}
-            print(f"  {name:<28} {mode:<8} {phase:<7} {seconds * 1e3:8.1f} ms  {flops / 1e9:7.1f} GFLOP  "
-                  f"{flops / seconds / 1e9:6.0f} GFLOP/s  {100 * row[phase]['of_ceiling']:4.0f}% of ceiling", flush=True)
+            row[phase] = {
+                "seconds": seconds,
+                "gflops": flops / 1e9,
+                "gflop_s": flops / seconds / 1e9,
+                "of_ceiling": flops / seconds / 1e9 / ceiling,
+            }
+            print(
+                f"  {name:<28} {mode:<8} {phase:<7} {seconds * 1e3:8.1f} ms  {flops / 1e9:7.1f} GFLOP  "
+                f"{flops / seconds / 1e9:6.0f} GFLOP/s  {100 * row[phase]['of_ceiling']:4.0f}% of ceiling",
+                flush=True,
+            )
         results[mode] = row
     return results
 
@@ -122,11 +137,20 @@ def bundle_default_case(repeats: int, ceilings: dict) -> dict:
     out_shape = net_def.output_shape(patch)
     label = torch.randint(0, 2, (batch, 1, *out_shape))
     dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
-    print(f"\nbundle default train step: {spatial_dims}D, features {net_def.features}, batch {batch} x {tuple(patch)}"
-          f" -> {out_shape}, DiceCE + Adam, {precision}")
-    result = measure("bundle default", lambda: parser.get_parsed_content("network_def", instantiate=True, lazy=False),
-                     torch.randn(batch, 1, *patch), repeats, ceilings, loss_fn=lambda out: dice_ce(out, label),
-                     optimizer="adam", modes=(mode,))
+    print(
+        f"\nbundle default train step: {spatial_dims}D, features {net_def.features}, batch {batch} x {tuple(patch)}"
+        f" -> {out_shape}, DiceCE + Adam, {precision}"
+    )
+    result = measure(
+        "bundle default",
+        lambda: parser.get_parsed_content("network_def", instantiate=True, lazy=False),
+        torch.randn(batch, 1, *patch),
+        repeats,
+        ceilings,
+        loss_fn=lambda out: dice_ce(out, label),
+        optimizer="adam",
+        modes=(mode,),
+    )
     result["precision"] = precision
     return result
 
@@ -165,8 +189,9 @@ def main() -> None:
     print(f"\nbundle default train step: {100 * share:.0f}% of the {bundle['precision']} ceiling (goal: >= 65%)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"ceilings": ceilings, "paper": paper, "basic": basic, "bundle": bundle},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps({"ceilings": ceilings, "paper": paper, "basic": basic, "bundle": bundle}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ def write_nifti(tmp_path: Path) -> Callable[..., Path]:
     """Write a small 2D NIfTI image (or label, ``label=True``) at ``tmp_path / relpath``; returns the path."""
 
     def write(relpath: str, label: bool = False, size: int = 16, seed: int = 0) -> Path:
-        image, seg = create_test_image_2d(size, size, num_objs=2, rad_max=4, random_state=np.random.RandomState(seed))
+        image, seg = create_test_image_2d(
+            size, size, num_objs=2, rad_max=5, rad_min=2, random_state=np.random.RandomState(seed)
+        )
         array = seg.astype(np.uint8) if label else image.astype(np.float32)
         path = tmp_path / relpath
         path.parent.mkdir(parents=True, exist_ok=True)

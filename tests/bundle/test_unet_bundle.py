@@ -23,7 +23,17 @@ TINY = ["--features", "[4,8,16]", "--output_patch_size", "[36,36]", "--val_outpu
 def run_bundle(entry: str, config_files: list[str], bundle_root: Path, *overrides: str) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle run <entry>`` from the repository root, as the README does."""
     config = config_files[0] if len(config_files) == 1 else "[" + ",".join(f"'{c}'" for c in config_files) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", entry, "--config_file", config, "--bundle_root", str(bundle_root)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        entry,
+        "--config_file",
+        config,
+        "--bundle_root",
+        str(bundle_root),
+    ]
     proc = subprocess.run(cmd + list(overrides), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -38,8 +48,16 @@ def read_metrics(output_dir: Path) -> dict[str, float]:
 def test_training_then_inference_cli(tmp_path: Path) -> None:
     """The headline command with small overrides trains, validates, checkpoints; inference then writes labels."""
     proc = run_bundle(
-        "training", ["bundles/unet/train.json"], tmp_path, *TINY,
-        "--epochs", "2", "--iterations_per_epoch", "3", "--val_interval", "1",
+        "training",
+        ["bundles/unet/train.json"],
+        tmp_path,
+        *TINY,
+        "--epochs",
+        "2",
+        "--iterations_per_epoch",
+        "3",
+        "--val_interval",
+        "1",
     )
     assert "val_mean_dice" in proc.stdout + proc.stderr
     dice = read_metrics(tmp_path / "eval")["val_mean_dice"]
@@ -65,9 +83,21 @@ def test_training_then_inference_cli(tmp_path: Path) -> None:
 def test_training_3d_overlay(tmp_path: Path) -> None:
     """The 3D setting is one overlay file away and runs end to end."""
     run_bundle(
-        "training", ["bundles/unet/train.json", "bundles/unet/train_3d.json"], tmp_path,
-        "--features", "[2,4]", "--output_patch_size", "[8,8,8]", "--val_output_patch_size", "[48,48,48]",
-        "--epochs", "1", "--iterations_per_epoch", "1", "--val_interval", "1",
+        "training",
+        ["bundles/unet/train.json", "bundles/unet/train_3d.json"],
+        tmp_path,
+        "--features",
+        "[2,4]",
+        "--output_patch_size",
+        "[8,8,8]",
+        "--val_output_patch_size",
+        "[48,48,48]",
+        "--epochs",
+        "1",
+        "--iterations_per_epoch",
+        "1",
+        "--val_interval",
+        "1",
     )
     assert (tmp_path / "models" / "model.pt").is_file()
     assert 0.0 <= read_metrics(tmp_path / "eval")["val_mean_dice"] <= 1.0
@@ -76,7 +106,9 @@ def test_training_3d_overlay(tmp_path: Path) -> None:
 def test_train_config_has_bundle_properties(tmp_path: Path) -> None:
     """MONAI's required train properties (bundle/properties.py) are all defined."""
     workflow = ConfigWorkflow(
-        config_file=str(BUNDLE / "train.json"), workflow_type="train", bundle_root=str(tmp_path),
+        config_file=str(BUNDLE / "train.json"),
+        workflow_type="train",
+        bundle_root=str(tmp_path),
         features=[4, 8, 16],
     )
     workflow.initialize()

@@ -38,7 +38,7 @@ def an_input_shape(net: PaperUNet) -> tuple[int, ...]:
     return net.input_shape_for((6, 10, 3)[: net.spatial_dims])
 
 
-# ---------------------------------------------------------------------------------------------- presets
+# --------------------------------------------------------------------------------------------- presets
 def test_paper_unet_2d_parameters_and_shape_arithmetic():
     net = paper_unet_2d()
     assert num_params(net) == 31_030_658
@@ -92,7 +92,7 @@ def test_same_padding_keeps_shape(spatial_dims):
     assert out.shape == (2, 2, *shape)
 
 
-# ---------------------------------------------------------------------------------------------- gradients
+# ------------------------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize(
     "spatial_dims,padding,norm",
     list(itertools.product([2, 3], ["valid", "same"], [None, "batch"])),
@@ -110,7 +110,7 @@ def test_every_parameter_gets_a_gradient(spatial_dims, padding, norm):
         assert param.grad.abs().max() > 0, name
 
 
-# ---------------------------------------------------------------------------------------------- invalid inputs
+# -------------------------------------------------------------------------------------- invalid inputs
 @pytest.mark.parametrize(
     "make,shape,expected",
     [
@@ -131,7 +131,7 @@ def test_invalid_size_message_suggests_nearest_sizes(make, shape, expected):
         assert re.search(rf"\b{size}\b", message), (size, message)
 
 
-def test_invalid_size_forward_raises_before_any_convolution():
+def test_invalid_size_forward_raises_value_error():
     net = small_net(2, "valid")
     bad = an_input_shape(net)[0] + 1
     with pytest.raises(ValueError, match=rf"axis 0: {bad} \(nearest valid sizes"):
@@ -159,7 +159,7 @@ def test_output_shape_wrong_number_of_dims():
         cicek_unet_3d(features=(2, 4, 8, 16)).output_shape((132, 132))
 
 
-# ---------------------------------------------------------------------------------------------- shape grid
+# ------------------------------------------------------------------------------------------ shape grid
 GRID = list(itertools.product([2, 3], ["valid", "same"], [1, 2, 3], ["deconv", "nearest", "linear"]))
 
 
@@ -167,9 +167,7 @@ GRID = list(itertools.product([2, 3], ["valid", "same"], [1, 2, 3], ["deconv", "
     "spatial_dims,padding,depth,upsample", GRID, ids=[f"{d}d-{p}-depth{n}-{u}" for d, p, n, u in GRID]
 )
 def test_shape_arithmetic_matches_forward(spatial_dims, padding, depth, upsample):
-    net = PaperUNet(
-        spatial_dims, 1, 2, features=(1, 2, 4, 8)[: depth + 1], padding=padding, upsample=upsample
-    ).eval()
+    net = PaperUNet(spatial_dims, 1, 2, features=(1, 2, 4, 8)[: depth + 1], padding=padding, upsample=upsample).eval()
     step = 2**depth
     smallest = net.input_shape_for((1,) * spatial_dims)
     # the next valid size along axis 0, once from nearest_valid_input_sizes and once from input_shape_for
@@ -227,7 +225,7 @@ def test_nearest_and_input_shape_for_are_consistent(padding, depth):
         assert below is None or below < wanted
 
 
-# ---------------------------------------------------------------------------------------------- TorchScript
+# ----------------------------------------------------------------------------------------- TorchScript
 @pytest.mark.parametrize(
     "spatial_dims,padding", list(itertools.product([2, 3], ["valid", "same"])), ids=lambda v: str(v)
 )
@@ -239,7 +237,7 @@ def test_torchscript_matches_eager(spatial_dims, padding):
         torch.testing.assert_close(scripted(x), net(x), atol=1e-6, rtol=0)
 
 
-# ---------------------------------------------------------------------------------------------- memory format, precision
+# ---------------------------------------------------------------------------- memory format, precision
 @pytest.mark.parametrize(
     "spatial_dims,padding", list(itertools.product([2, 3], ["valid", "same"])), ids=lambda v: str(v)
 )
@@ -271,7 +269,7 @@ def test_bf16_autocast_on_cpu(spatial_dims, padding):
     assert torch.corrcoef(torch.stack([out.float().flatten(), expected.flatten()]))[0, 1] > 0.99
 
 
-# ---------------------------------------------------------------------------------------------- constructor checks
+# ---------------------------------------------------------------------------------- constructor checks
 @pytest.mark.parametrize(
     "kwargs,pattern",
     [
@@ -288,8 +286,17 @@ def test_bf16_autocast_on_cpu(spatial_dims, padding):
         (dict(final_kernel_size=2), "final_kernel_size must be 1 or 3, got 2"),
     ],
     ids=[
-        "spatial_dims-1", "spatial_dims-4", "padding", "upsample", "final_act", "dropout-1", "dropout-negative",
-        "features-one-level", "features-zero", "in_channels", "final_kernel_size",
+        "spatial_dims-1",
+        "spatial_dims-4",
+        "padding",
+        "upsample",
+        "final_act",
+        "dropout-1",
+        "dropout-negative",
+        "features-one-level",
+        "features-zero",
+        "in_channels",
+        "final_kernel_size",
     ],
 )
 def test_constructor_rejects_bad_arguments(kwargs, pattern):
@@ -297,7 +304,7 @@ def test_constructor_rejects_bad_arguments(kwargs, pattern):
         PaperUNet(**{"features": (2, 4), **kwargs})
 
 
-# ---------------------------------------------------------------------------------------------- initialisation, dropout
+# ----------------------------------------------------------------------------- initialisation, dropout
 def test_he_initialisation():
     net = PaperUNet(2, 1, 2, features=(64, 128))
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.weight.numel() >= 30_000]

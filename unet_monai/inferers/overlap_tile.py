@@ -4,7 +4,9 @@ MONAI's ``sliding_window_inference`` reads a network output that is smaller than
 rescaled window, so the centre crop of a valid-padding network lands in the wrong place. Here the
 *output* space is tiled exactly: each output tile is predicted from an input tile that carries
 ``context`` extra voxels per side, the image borders are mirrored, and every output voxel is computed
-once. Same-padding networks go to MONAI's own ``sliding_window_inference``.
+once, apart from overlaps of less than ``2 ** depth`` voxels that keep each tile on the whole image's
+max-pooling grid. The result equals whole-image inference. Same-padding networks go to MONAI's
+``SlidingWindowInferer``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.data import MetaTensor
-from monai.inferers import Inferer, sliding_window_inference
+from monai.inferers import Inferer, SlidingWindowInferer
 from tqdm import tqdm
 
 __all__ = ["OverlapTileInferer", "mirror_pad"]
@@ -26,22 +27,25 @@ __all__ = ["OverlapTileInferer", "mirror_pad"]
 def mirror_pad(x: torch.Tensor, pads: Sequence[tuple[int, int]]) -> torch.Tensor:
     """Mirror (reflect) padding of ``x`` ``(B, C, *S)`` by ``pads[i] = (before, after)`` voxels on axis i.
 
-    Pads wider than the image are reflected repeatedly, as the paper's overlap-tile figure shows;
-    ``torch.nn.functional.pad`` alone refuses a reflect pad that is not smaller than the axis.
+    The same values as ``numpy.pad(mode="reflect")``: the edge voxel is not repeated, and pads wider than
+    the axis are reflected again and again, as the paper's overlap-tile figure shows. An axis of size 1 is
+    repeated. ``torch.nn.functional.pad`` refuses reflect pads that are not smaller than the axis, so each
+    axis is gathered through a reflected index instead (one ``index_select`` per padded axis).
     """
-    remaining = [list(p) for p in pads]
-    while any(b > 0 or a > 0 for b, a in remaining):
-        step: list[int] = []
-        for axis in reversed(range(len(remaining))):  # F.pad takes the last axis first
-            size = x.shape[2 + axis]
-            before, after = (min(p, size - 1) for p in remaining[axis])
-            if size == 1:  # nothing to reflect: repeat the single voxel
-                before, after = remaining[axis]
-            remaining[axis][0] -= before
-            remaining[axis][1] -= after
-            step += [before, after]
-        mode = "reflect" if min(x.shape[2:]) > 1 else "replicate"
-        x = F.pad(x, step, mode=mode)
+    for axis, (before, after) in enumerate(pads):
+        if before < 0 or after < 0:
+            raise ValueError(f"pads must be >= 0, got {tuple(pads)}.")
+        if before == 0 and after == 0:
+            continue
+        size = x.shape[2 + axis]
+        index = torch.arange(-before, size + after, device=x.device)
+        if size == 1:
+            index = torch.zeros_like(index)
+        else:
+            period = 2 * (size - 1)
+            index = index.remainder(period)
+            index = torch.where(index >= size, period - index, index)
+        x = x.index_select(2 + axis, index)
     return x
 
 
@@ -79,30 +83,39 @@ class OverlapTileInferer(Inferer):
         self.mode = mode
         self.progress = progress
 
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         """``inputs`` ``(B, C, H, W[, D])`` -> ``(B, out_channels, H, W[, D])``, aligned voxel for voxel."""
         net = _unwrap(network)
         if not hasattr(net, "output_shape") or not hasattr(net, "context"):
             raise TypeError(
-                f"network must be a PaperUNet (or wrap one as .module) for its shape arithmetic, got {type(net).__name__}."
+                "network must be a PaperUNet (or wrap one as .module) for its shape arithmetic, "
+                f"got {type(net).__name__}."
             )
         spatial = tuple(inputs.shape[2:])
         roi = (self.roi_size,) * len(spatial) if isinstance(self.roi_size, int) else tuple(self.roi_size)
         if len(roi) != len(spatial):
-            raise ValueError(f"roi_size must have {len(spatial)} sizes for input shape {tuple(inputs.shape)}, got {roi}.")
-        if net.padding == "same":
-            return sliding_window_inference(
-                inputs, roi, self.sw_batch_size, network, overlap=self.overlap, mode=self.mode,
-                progress=self.progress, *args, **kwargs,
+            raise ValueError(
+                f"roi_size must have {len(spatial)} sizes for input shape {tuple(inputs.shape)}, got {roi}."
             )
-        tile_in = net.input_shape_for(roi)
+        if net.padding == "same":
+            window = SlidingWindowInferer(roi, self.sw_batch_size, self.overlap, self.mode, progress=self.progress)
+            return window(inputs, network, *args, **kwargs)  # type: ignore[return-value]
+        # Tiles start on multiples of 2**depth so that every tile sees the same max-pooling grid as the whole
+        # image: then a tile's output equals the whole-image output voxel for voxel. Valid output sizes are
+        # never such multiples (388 = 24 * 16 + 4), so neighbouring tiles overlap by a few voxels.
+        grid = 2**net.depth
+        tile_in = net.input_shape_for([max(r, grid) for r in roi])
         tile_out = net.output_shape(tile_in)
+        strides = [t // grid * grid for t in tile_out]
+        counts = [1 + max(0, math.ceil((s - t) / st)) for s, t, st in zip(spatial, tile_out, strides)]
+        covered = [(n - 1) * st + t for n, st, t in zip(counts, strides, tile_out)]
         ctx = net.context
-        counts = [math.ceil(s / t) for s, t in zip(spatial, tile_out)]
-        pads = [(ctx, ctx + n * t - s) for s, t, n in zip(spatial, tile_out, counts)]
-        padded = mirror_pad(torch.as_tensor(inputs), pads)  # (B, C, *(n * tile_out + 2 ctx))
+        pads = [(ctx, ctx + c - s) for s, c in zip(spatial, covered)]
+        padded = mirror_pad(torch.as_tensor(inputs), pads)  # (B, C, *(covered + 2 ctx))
 
-        starts = list(itertools.product(*[range(0, n * t, t) for n, t in zip(counts, tile_out)]))
+        starts = list(itertools.product(*[range(0, n * st, st) for n, st in zip(counts, strides)]))
         jobs = [(b, start) for b in range(inputs.shape[0]) for start in starts]
         output: torch.Tensor | None = None
         batches = range(0, len(jobs), self.sw_batch_size)
@@ -111,12 +124,11 @@ class OverlapTileInferer(Inferer):
             tiles = torch.stack([self._tile(padded[b], start, tile_in) for b, start in chunk])
             pred = network(tiles, *args, **kwargs)  # (n, out_channels, *tile_out)
             if output is None:
-                full = [n * t for n, t in zip(counts, tile_out)]
-                output = pred.new_empty((inputs.shape[0], pred.shape[1], *full))
+                output = pred.new_empty((inputs.shape[0], pred.shape[1], *covered))
             for (b, start), tile in zip(chunk, pred):
-                output[(b, slice(None), *[slice(s, s + t) for s, t in zip(start, tile_out)])] = tile
+                output[(b, slice(None), *[slice(s, s + t) for s, t in zip(start, tile_out)])] = tile  # type: ignore[index]
         assert output is not None  # at least one tile exists for a non-empty image
-        output = output[(slice(None), slice(None), *[slice(0, s) for s in spatial])]
+        output = output[(slice(None), slice(None), *[slice(0, s) for s in spatial])]  # type: ignore[index]
         if isinstance(inputs, MetaTensor):
             output = MetaTensor(output, meta=inputs.meta, applied_operations=inputs.applied_operations)
         return output

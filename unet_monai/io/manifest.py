@@ -85,6 +85,8 @@ def load_manifest(path: str | os.PathLike, split: str = "training", check_files:
             if check_files and not os.path.exists(file):
                 raise FileNotFoundError(f"manifest {path}: {split}[{i}] {key} {file} does not exist.")
             if file in seen:
-                raise ValueError(f"manifest {path}: {split}[{i}] {key} {file} is listed twice (also entry {seen[file]}).")
+                raise ValueError(
+                    f"manifest {path}: {split}[{i}] {key} {file} is listed twice (also entry {seen[file]})."
+                )
             seen[file] = i
     return items

@@ -53,8 +53,16 @@ class Decoder(nn.Module):
         super().__init__()
         self.ups = nn.ModuleList(
             [
-                Up(spatial_dims, features[i + 1], features[i], features[i], padding, norm, upsample,
-                   norm_act_after_upsample)
+                Up(
+                    spatial_dims,
+                    features[i + 1],
+                    features[i],
+                    features[i],
+                    padding,
+                    norm,
+                    upsample,
+                    norm_act_after_upsample,
+                )
                 for i in reversed(range(len(features) - 1))
             ]
         )
@@ -228,9 +236,7 @@ class PaperUNet(nn.Module):
         """
         input_shape = tuple(int(s) for s in input_shape)
         if len(input_shape) != self.spatial_dims:
-            raise ValueError(
-                f"input spatial shape must have {self.spatial_dims} dimensions, got {input_shape}."
-            )
+            raise ValueError(f"input spatial shape must have {self.spatial_dims} dimensions, got {input_shape}.")
         out = []
         problems = []
         for axis, size in enumerate(input_shape):
@@ -280,9 +286,9 @@ class PaperUNet(nn.Module):
     @torch.jit.unused
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self.spatial_dims + 2:
+            axes = "H, W, D" if self.spatial_dims == 3 else "H, W"
             raise ValueError(
-                f"input must be a {self.spatial_dims + 2}D tensor (B, C, {'H, W, D' if self.spatial_dims == 3 else 'H, W'}),"
-                f" got shape {tuple(x.shape)}."
+                f"input must be a {self.spatial_dims + 2}D tensor (B, C, {axes}), got shape {tuple(x.shape)}."
             )
         if x.shape[1] != self.in_channels:
             raise ValueError(f"input must have {self.in_channels} channels, got shape {tuple(x.shape)}.")
