@@ -21,13 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
+from bundle_step import bundle_parser, bundle_train_step
 from monai.networks.nets import BasicUNet
 from torch.utils.flop_counter import FlopCounterMode
 
 from unet_monai.networks import PaperUNet
 
-REPO = Path(__file__).resolve().parents[1]
 MODES = {
     "fp32": (torch.float32, False),
     "fp32+cl": (torch.float32, True),
@@ -131,33 +130,13 @@ def measure(
 
 
 def bundle_default_case(repeats: int, ceilings: dict) -> dict:
-    """The bundle's default train step, built from train.json itself: network (with its memory format),
-    optimizer, loss and train inferer (autocast precision), on one batch of default-sized patches."""
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / "unet" / "train.json"))
-    parser["bundle_root"] = str(REPO / "benchmarks" / "results" / "bundle")
-    net = parser.get_parsed_content("network")
-    optimizer = parser.get_parsed_content("optimizer")
-    loss_fn = parser.get_parsed_content("loss")
-    inferer = parser.get_parsed_content("train::inferer")
-    patch = parser.get_parsed_content("patch_size")
-    batch = parser.get_parsed_content("batch_size") * parser.get_parsed_content("patches_per_image")
-    precision = parser.get_parsed_content("precision")
-    out_shape = net.output_shape(patch)
-    x, label = torch.randn(batch, 1, *patch), torch.randint(0, 2, (batch, 1, *out_shape))
-
-    def train_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(inferer(x, net), label).backward()
-        optimizer.step()
-
-    def forward() -> None:
-        with torch.no_grad():
-            inferer(x, net)
-
+    """The bundle's default train step: network (with its memory format), optimizer, loss and train inferer
+    (autocast precision) from train.json, on one batch of default-sized patches."""
+    forward, train_step, info = bundle_train_step(bundle_parser())
+    precision = info["precision"]
     print(
-        f"\nbundle default train step: {len(patch)}D, features {net.features}, batch {batch} x {tuple(patch)}"
-        f" -> {out_shape}, {type(loss_fn).__name__} + {type(optimizer).__name__}, {precision}"
+        f"\nbundle default train step: {len(info['patch'])}D, features {info['features']}, batch {info['batch']} x "
+        f"{info['patch']} -> {info['output']}, {info['loss']} + {info['optimizer']}, {precision}"
     )
     ceiling = ceilings["bf16" if precision == "bfloat16" else "fp32"]
     result: dict = {"precision": precision}

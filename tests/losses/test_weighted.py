@@ -1,0 +1,160 @@
+"""PixelWeightedCELoss: plain cross-entropy at unit weights, linear in the weight map, the weight from the target,
+the Dice term, gradients, shape checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+
+from unet_monai.losses import PixelWeightedCELoss
+
+SPATIAL = {"2d": (6, 5), "3d": (4, 3, 5)}
+
+
+def batch(case: str, channels: int = 3, batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(B, C, *S)`` and class indices ``(B, 1, *S)`` (float, as a label channel comes from a loader);
+    for one channel the target is binary."""
+    spatial = SPATIAL[case]
+    logits = torch.randn(batch_size, channels, *spatial)
+    target = torch.randint(0, max(channels, 2), (batch_size, 1, *spatial)).float()
+    return logits, target
+
+
+@pytest.mark.parametrize("case", list(SPATIAL), ids=list(SPATIAL))
+@pytest.mark.parametrize("weight", ["ones", "none"], ids=["ones", "none"])
+def test_unit_weight_is_softmax_cross_entropy(case, weight):
+    logits, target = batch(case)
+    w = torch.ones_like(target) if weight == "ones" else None
+    loss = PixelWeightedCELoss()(logits, target, w)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, target[:, 0].long()))
+
+
+@pytest.mark.parametrize("case", list(SPATIAL), ids=list(SPATIAL))
+@pytest.mark.parametrize("weight", ["ones", "none"], ids=["ones", "none"])
+def test_unit_weight_one_channel_is_binary_cross_entropy(case, weight):
+    logits, target = batch(case, channels=1)
+    w = torch.ones_like(target) if weight == "ones" else None
+    loss = PixelWeightedCELoss()(logits, target, w)
+    torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(logits, target))
+
+
+@pytest.mark.parametrize("channels", [3, 1], ids=["softmax", "sigmoid"])
+def test_weight_two_doubles_the_loss(channels):
+    logits, target = batch("2d", channels)
+    loss = PixelWeightedCELoss()
+    torch.testing.assert_close(loss(logits, target, torch.full_like(target, 2.0)), 2 * loss(logits, target))
+
+
+@pytest.mark.parametrize("channels", [3, 1], ids=["softmax", "sigmoid"])
+def test_loss_is_mean_of_weighted_per_voxel_loss(channels):
+    logits, target = batch("3d", channels)
+    weight = torch.rand_like(target) * 5
+    if channels == 1:
+        per_voxel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    else:
+        per_voxel = F.cross_entropy(logits, target[:, 0].long(), reduction="none")[:, None]
+    torch.testing.assert_close(PixelWeightedCELoss()(logits, target, weight), (weight * per_voxel).mean())
+
+
+@pytest.mark.parametrize("channels", [3, 1], ids=["softmax", "sigmoid"])
+def test_zero_weight_removes_voxel_contribution(channels):
+    logits, target = batch("2d", channels)
+    weight = torch.ones_like(target)
+    weight[1, 0, 2, 3] = 0.0
+    loss = PixelWeightedCELoss()
+    before = loss(logits, target, weight)
+    changed = logits.clone()
+    changed[1, :, 2, 3] = torch.randn(channels) * 10
+    other = target.clone()
+    other[1, 0, 2, 3] = (other[1, 0, 2, 3] + 1) % max(channels, 2)
+    torch.testing.assert_close(loss(changed, other, weight), before)
+    logits.requires_grad_(True)
+    loss(logits, target, weight).backward()
+    assert torch.equal(logits.grad[1, :, 2, 3], torch.zeros(channels))
+
+
+@pytest.mark.parametrize("channels", [3, 1], ids=["softmax", "sigmoid"])
+def test_weight_in_target_equals_explicit_weight(channels):
+    logits, target = batch("2d", channels)
+    weight = torch.rand_like(target) + 0.5
+    stacked = torch.cat([target, weight], dim=1)
+    from_target = PixelWeightedCELoss(weight_in_target=True)(logits, stacked)
+    torch.testing.assert_close(from_target, PixelWeightedCELoss()(logits, target, weight))
+
+
+def test_explicit_weight_takes_precedence_over_weight_in_target():
+    logits, target = batch("2d")
+    weight = torch.rand_like(target) + 0.5
+    loss = PixelWeightedCELoss(weight_in_target=True)(logits, target, weight)
+    torch.testing.assert_close(loss, PixelWeightedCELoss()(logits, target, weight))
+
+
+@pytest.mark.parametrize("channels", [3, 1], ids=["softmax", "sigmoid"])
+def test_lambda_dice_adds_monai_dice_loss(channels):
+    logits, target = batch("2d", channels)
+    weight = torch.rand_like(target) + 0.5
+    dice = DiceLoss(to_onehot_y=True, softmax=True) if channels > 1 else DiceLoss(sigmoid=True)
+    expected = PixelWeightedCELoss()(logits, target, weight) + 0.7 * dice(logits, target)
+    torch.testing.assert_close(PixelWeightedCELoss(lambda_dice=0.7)(logits, target, weight), expected)
+
+
+def test_half_precision_logits_give_float32_loss():
+    logits, target = batch("2d")
+    loss = PixelWeightedCELoss()(logits.bfloat16(), target)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, F.cross_entropy(logits.bfloat16().float(), target[:, 0].long()))
+
+
+GRADIENT_CASES = {
+    "softmax": (3, {}, False),
+    "sigmoid": (1, {}, False),
+    "softmax-dice": (3, {"lambda_dice": 1.0}, False),
+    "sigmoid-dice": (1, {"lambda_dice": 1.0}, False),
+    "weight_in_target": (3, {"weight_in_target": True}, True),
+    "weight_in_target-dice": (2, {"weight_in_target": True, "lambda_dice": 0.5}, True),
+}
+
+
+@pytest.mark.parametrize("case", list(GRADIENT_CASES), ids=list(GRADIENT_CASES))
+def test_gradient_reaches_the_logits(case):
+    channels, kwargs, in_target = GRADIENT_CASES[case]
+    logits, target = batch("3d", channels)
+    logits.requires_grad_(True)
+    weight = torch.rand_like(target) * 3 + 0.1
+    loss_fn = PixelWeightedCELoss(**kwargs)
+    loss = loss_fn(logits, torch.cat([target, weight], 1)) if in_target else loss_fn(logits, target, weight)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------- shape checks
+@pytest.mark.parametrize(
+    "target_shape,weight_shape,match",
+    [
+        ((2, 2, 6, 5), None, r"target must be \(B, 1, \*S\) matching input \(2, 3, 6, 5\), got \(2, 2, 6, 5\)"),
+        ((2, 1, 6, 4), None, r"target must be \(B, 1, \*S\) matching input .* got \(2, 1, 6, 4\)"),
+        ((1, 1, 6, 5), None, r"target must be \(B, 1, \*S\) matching input .* got \(1, 1, 6, 5\)"),
+        ((2, 1, 6, 5), (2, 1, 5, 6), r"weight must have the target's shape \(2, 1, 6, 5\), got \(2, 1, 5, 6\)"),
+        ((2, 1, 6, 5), (2, 3, 6, 5), r"weight must have the target's shape \(2, 1, 6, 5\), got \(2, 3, 6, 5\)"),
+    ],
+    ids=["target_channels", "target_spatial", "target_batch", "weight_spatial", "weight_channels"],
+)
+def test_wrong_shapes_rejected(target_shape, weight_shape, match):
+    logits = torch.randn(2, 3, 6, 5)
+    weight = torch.ones(weight_shape) if weight_shape is not None else None
+    with pytest.raises(ValueError, match=match):
+        PixelWeightedCELoss()(logits, torch.zeros(target_shape), weight)
+
+
+def test_weight_in_target_needs_two_target_channels():
+    with pytest.raises(ValueError, match=r"target must be \(B, 2, \*S\) = \(label, weight\), got shape \(2, 1, 6, 5\)"):
+        PixelWeightedCELoss(weight_in_target=True)(torch.randn(2, 3, 6, 5), torch.zeros(2, 1, 6, 5))
+
+
+def test_negative_lambda_dice_rejected():
+    with pytest.raises(ValueError, match="lambda_dice must be >= 0, got -0.5"):
+        PixelWeightedCELoss(lambda_dice=-0.5)
