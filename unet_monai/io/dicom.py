@@ -1,0 +1,297 @@
+"""DICOM series from a folder, as hospitals hand them over, as a MONAI ``ImageReader``.
+
+Why our own: MONAI's ``PydicomReader`` orders slices by InstanceNumber and takes the slice spacing from
+the z difference of ImagePositionPatient; its ``ITKReader`` takes the first series of a mixed folder with
+only a warning (MONAI #5551). Here files are grouped by SeriesInstanceUID, one series is chosen by UID or
+by rules (or an error lists what is there), slices are ordered by their position along the slice normal,
+the spacing comes from the positions (not SliceThickness), and missing slices, uneven spacing, gantry
+tilt and mixed orientations are detected. Files that are not DICOM images are ignored.
+
+The array follows MONAI's DICOM convention ``(columns, rows, slices)`` with a RAS affine (LPS with
+``affine_lps_to_ras=False``), so that ``LoadImage`` gives the same layout as for NIfTI files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import ImageReader
+from monai.utils import MetaKeys, SpaceKeys
+
+__all__ = ["DicomSeriesReader", "DicomSeries", "find_dicom_series"]
+
+logger = logging.getLogger(__name__)
+
+_SELECT = ("only", "most_slices")
+_IRREGULAR = ("error", "resample")
+
+
+@dataclass
+class DicomSeries:
+    """One series found in a folder: its identity and its image files (headers only, unsorted)."""
+
+    uid: str
+    modality: str = ""
+    description: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"{self.uid} ({self.modality or '?'}, {self.description or 'no description'!r}, {len(self.files)} files)"
+
+
+def find_dicom_series(folder: str | os.PathLike, recursive: bool = False) -> dict[str, DicomSeries]:
+    """Group the DICOM image files of ``folder`` by SeriesInstanceUID; other files are skipped.
+
+    A file counts as an image slice when pydicom reads it and it has SeriesInstanceUID, PixelData (tag
+    present), ImagePositionPatient and ImageOrientationPatient; SEG, RTSTRUCT, DICOMDIR and non-DICOM files
+    are left out.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"DICOM folder {root} does not exist or is not a folder.")
+    paths = sorted(p for p in (root.rglob("*") if recursive else root.iterdir()) if p.is_file())
+    series: dict[str, DicomSeries] = {}
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError) as err:
+            logger.debug("skipping %s: not a readable DICOM file (%s)", path, err)
+            continue
+        if not all(k in ds for k in ("SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient")):
+            logger.debug("skipping %s: not an image slice (no series UID or geometry)", path)
+            continue
+        uid = str(ds.SeriesInstanceUID)
+        entry = series.setdefault(
+            uid, DicomSeries(uid, str(ds.get("Modality", "")), str(ds.get("SeriesDescription", "")))
+        )
+        entry.files.append(str(path))
+    return series
+
+
+class DicomSeriesReader(ImageReader):
+    """Read one DICOM series from a folder into ``(columns, rows, slices)`` with a correct affine.
+
+    Args:
+        series_uid: read this SeriesInstanceUID.
+        modality: keep only series of this Modality (``"CT"``, ``"MR"``, ...).
+        description: keep only series whose SeriesDescription matches this regular expression.
+        select: when several series remain, ``"only"`` raises an error that lists them, ``"most_slices"``
+            takes the one with the most image files.
+        on_irregular_spacing: ``"error"`` (default) for missing slices or uneven spacing, or ``"resample"``:
+            linear interpolation along the slice axis onto a uniform grid at the median spacing.
+        allow_gantry_tilt: keep a tilted series with its sheared affine (exact geometry in NIfTI's sform;
+            resample before using it where an orthogonal grid is needed). By default tilt is an error.
+        spacing_tolerance: relative deviation of a slice step from the median step that counts as uneven.
+        affine_lps_to_ras: return a RAS affine (MONAI's default) instead of DICOM's LPS.
+        recursive: also look in subfolders.
+    """
+
+    def __init__(
+        self,
+        series_uid: str | None = None,
+        modality: str | None = None,
+        description: str | None = None,
+        select: str = "only",
+        on_irregular_spacing: str = "error",
+        allow_gantry_tilt: bool = False,
+        spacing_tolerance: float = 0.01,
+        affine_lps_to_ras: bool = True,
+        recursive: bool = False,
+    ) -> None:
+        super().__init__()
+        if select not in _SELECT:
+            raise ValueError(f"select must be one of {_SELECT}, got {select!r}.")
+        if on_irregular_spacing not in _IRREGULAR:
+            raise ValueError(f"on_irregular_spacing must be one of {_IRREGULAR}, got {on_irregular_spacing!r}.")
+        self.series_uid = series_uid
+        self.modality = modality
+        self.description = description
+        self.select = select
+        self.on_irregular_spacing = on_irregular_spacing
+        self.allow_gantry_tilt = allow_gantry_tilt
+        self.spacing_tolerance = spacing_tolerance
+        self.affine_lps_to_ras = affine_lps_to_ras
+        self.recursive = recursive
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        """A folder is ours (DICOM series come as folders); single files are left to other readers.
+
+        ``LoadImage`` hands over a tuple of paths; one folder in it is accepted."""
+        if isinstance(filename, (list, tuple)):
+            return len(filename) == 1 and Path(filename[0]).is_dir()
+        return Path(str(filename)).is_dir()
+
+    # ------------------------------------------------------------------ choosing the series
+    def choose_series(self, folder: str | os.PathLike) -> DicomSeries:
+        """The one series of ``folder`` that the settings select, or a ValueError that lists the series."""
+        found = find_dicom_series(folder, self.recursive)
+        if not found:
+            raise ValueError(f"DICOM folder {folder} holds no DICOM image series.")
+        candidates = list(found.values())
+        if self.series_uid is not None:
+            candidates = [s for s in candidates if s.uid == self.series_uid]
+        if self.modality is not None:
+            candidates = [s for s in candidates if s.modality.upper() == self.modality.upper()]
+        if self.description is not None:
+            candidates = [s for s in candidates if re.search(self.description, s.description)]
+        listing = "; ".join(s.summary() for s in found.values())
+        if not candidates:
+            raise ValueError(
+                f"DICOM folder {folder}: no series matches series_uid={self.series_uid!r}, "
+                f"modality={self.modality!r}, description={self.description!r}. Series found: {listing}."
+            )
+        if len(candidates) > 1:
+            if self.select == "most_slices":
+                candidates.sort(key=lambda s: len(s.files), reverse=True)
+                if len(candidates[0].files) > len(candidates[1].files):
+                    return candidates[0]
+            raise ValueError(
+                f"DICOM folder {folder} holds {len(candidates)} matching series; choose one with series_uid, "
+                f"modality or description (or select='most_slices'). Series: "
+                + "; ".join(s.summary() for s in candidates)
+                + "."
+            )
+        return candidates[0]
+
+    # ------------------------------------------------------------------ ImageReader API
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+        """Read the chosen series of folder ``data``: sorted slices, checked geometry."""
+        import pydicom
+
+        if isinstance(data, (list, tuple)):
+            if len(data) != 1:
+                raise ValueError(f"DicomSeriesReader reads one folder at a time, got {len(data)} paths.")
+            data = data[0]
+        folder = str(data)
+        chosen = self.choose_series(folder)
+        datasets = [pydicom.dcmread(f) for f in chosen.files]
+        return self._assemble(folder, chosen, datasets)
+
+    def get_data(self, img: dict[str, Any]) -> tuple[np.ndarray, dict]:
+        """``(columns, rows, slices)`` float32 array and its metadata (affine, spacing, series identity)."""
+        return img["array"], img["meta"]
+
+    # ------------------------------------------------------------------ geometry and pixels
+    def _assemble(self, folder: str, series: DicomSeries, datasets: list) -> dict[str, Any]:
+        first = datasets[0]
+        orientation = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
+        for ds, path in zip(datasets, series.files):
+            if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=np.float64), orientation, atol=1e-4):
+                raise ValueError(
+                    f"DICOM series {series.uid} in {folder}: {path} has ImageOrientationPatient "
+                    f"{list(ds.ImageOrientationPatient)}, others {orientation.tolist()}; mixed orientations."
+                )
+            if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
+                raise ValueError(
+                    f"DICOM series {series.uid} in {folder}: {path} is {ds.Rows}x{ds.Columns}, "
+                    f"others {first.Rows}x{first.Columns}."
+                )
+        row_dir, col_dir = orientation[:3], orientation[3:]  # along a row (columns increase), along a column
+        normal = np.cross(row_dir, col_dir)
+        positions = np.array([np.asarray(ds.ImagePositionPatient, dtype=np.float64) for ds in datasets])
+        along = positions @ normal
+        order = np.argsort(along, kind="stable")
+        datasets = [datasets[i] for i in order]
+        files = [series.files[i] for i in order]
+        positions, along = positions[order], along[order]
+        if len(datasets) > 1 and np.any(np.diff(along) < 1e-3):
+            k = int(np.argmin(np.diff(along)))
+            raise ValueError(
+                f"DICOM series {series.uid} in {folder}: {files[k]} and {files[k + 1]} lie at the same position "
+                f"along the slice normal ({along[k]:.3f} mm): duplicate slices or several acquisitions."
+            )
+
+        step = float(np.median(np.diff(along))) if len(datasets) > 1 else float(first.get("SliceThickness", 1.0))
+        slice_vector = normal * step
+        if len(datasets) > 1:
+            direction = (positions[-1] - positions[0]) / np.linalg.norm(positions[-1] - positions[0])
+            tilt = float(np.degrees(np.arccos(np.clip(abs(direction @ normal), -1.0, 1.0))))
+            if tilt > 0.1:
+                if not self.allow_gantry_tilt:
+                    raise ValueError(
+                        f"DICOM series {series.uid} in {folder}: slices are offset at {tilt:.2f} degrees from their "
+                        "normal (gantry tilt); pass allow_gantry_tilt=True to keep the sheared geometry."
+                    )
+                slice_vector = (positions[-1] - positions[0]) / (len(datasets) - 1)
+        pixels = np.stack([self._pixels(ds, path) for ds, path in zip(datasets, files)], axis=-1)  # (rows, cols, n)
+
+        steps = np.diff(along)
+        if len(steps) and np.any(np.abs(steps - step) > self.spacing_tolerance * step):
+            k = int(np.argmax(np.abs(steps - step)))
+            gap = steps[k] / step
+            what = (
+                f"about {round(gap) - 1} missing slice(s)"
+                if gap > 1.5 and abs(gap - round(gap)) < 0.1
+                else "uneven spacing"
+            )
+            if self.on_irregular_spacing == "error":
+                raise ValueError(
+                    f"DICOM series {series.uid} in {folder}: {what} between {files[k]} and {files[k + 1]} "
+                    f"({steps[k]:.3f} mm apart, median step {step:.3f} mm); pass on_irregular_spacing='resample' "
+                    "to interpolate onto a uniform grid."
+                )
+            logger.warning("DICOM series %s: %s; resampling to a uniform %.3f mm grid", series.uid, what, step)
+            pixels, along = _resample_slices(pixels, along, step)
+
+        col_spacing, row_spacing = (float(v) for v in reversed(first.PixelSpacing))  # PixelSpacing = row, column
+        affine = np.eye(4)
+        affine[:3, 0] = row_dir * col_spacing  # array axis 0: columns
+        affine[:3, 1] = col_dir * row_spacing  # array axis 1: rows
+        affine[:3, 2] = slice_vector
+        affine[:3, 3] = positions[0]
+        if self.affine_lps_to_ras:
+            affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+        array = np.ascontiguousarray(np.swapaxes(pixels, 0, 1))  # (columns, rows, slices)
+        meta = {
+            MetaKeys.AFFINE: affine.copy(),
+            MetaKeys.ORIGINAL_AFFINE: affine.copy(),
+            MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape),
+            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
+            MetaKeys.SPACE: SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS,
+            "spacing": np.array([col_spacing, row_spacing, float(np.linalg.norm(slice_vector))]),
+            "filename_or_obj": folder,
+            "SeriesInstanceUID": series.uid,
+            "StudyInstanceUID": str(first.get("StudyInstanceUID", "")),
+            "Modality": series.modality,
+            "SeriesDescription": series.description,
+        }
+        return {"array": array, "meta": meta}
+
+    @staticmethod
+    def _pixels(ds: Any, path: str) -> np.ndarray:
+        """One slice in real-world values (RescaleSlope / RescaleIntercept applied), float32 ``(rows, cols)``."""
+        try:
+            values = ds.pixel_array
+        except Exception as err:  # pydicom raises several types for missing decoders and corrupt data
+            syntax = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
+            name = getattr(syntax, "name", str(syntax))
+            raise RuntimeError(
+                f"cannot decode the pixels of {path} (transfer syntax {syntax}, {name}): {err}. JPEG 2000 needs "
+                "Pillow with OpenJPEG or pylibjpeg-openjpeg; JPEG-LS needs pylibjpeg-libjpeg or pyjpegls."
+            ) from err
+        if values.ndim != 2:
+            raise ValueError(f"{path}: expected a single-frame 2D slice, got pixel array of shape {values.shape}.")
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        return (values.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+
+
+def _resample_slices(pixels: np.ndarray, along: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation of ``pixels`` ``(rows, cols, n)`` at positions ``along`` onto a uniform grid."""
+    count = int(round((along[-1] - along[0]) / step)) + 1
+    target = along[0] + step * np.arange(count)
+    upper = np.clip(np.searchsorted(along, target, side="right"), 1, len(along) - 1)
+    lower = upper - 1
+    t = ((target - along[lower]) / (along[upper] - along[lower])).astype(np.float32)
+    resampled = pixels[..., lower] * (1 - t) + pixels[..., upper] * t
+    return resampled.astype(np.float32), target

@@ -1,0 +1,33 @@
+"""Writers that never leave a half-written file under a final name."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from monai.data import NibabelWriter
+
+__all__ = ["AtomicNibabelWriter"]
+
+
+class AtomicNibabelWriter(NibabelWriter):
+    """MONAI's ``NibabelWriter`` that writes to a temporary file in the target folder, then renames it.
+
+    A crash or a full disk mid-write leaves at most a hidden ``.<name>.*.tmp`` file, never a truncated
+    ``<name>.nii.gz`` that looks finished; the rename is atomic on one file system. Use it as
+    ``SaveImaged(..., writer="unet_monai.io.AtomicNibabelWriter")`` or in code as MONAI's writer.
+    """
+
+    def write(self, filename: str | os.PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
+        target = Path(filename)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(target.suffixes) or ".nii.gz"  # nibabel picks the format and compression from it
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+        os.close(fd)
+        try:
+            super().write(tmp, verbose=verbose, **obj_kwargs)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)  # only still there when writing failed
