@@ -166,23 +166,24 @@ class DicomSeriesReader(ImageReader):
     # ------------------------------------------------------------------ ImageReader API
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
         """Read the chosen series of folder ``data``: sorted slices, checked geometry."""
-        import pydicom
-
         if isinstance(data, (list, tuple)):
             if len(data) != 1:
                 raise ValueError(f"DicomSeriesReader reads one folder at a time, got {len(data)} paths.")
             data = data[0]
         folder = str(data)
-        chosen = self.choose_series(folder)
-        datasets = [pydicom.dcmread(f) for f in chosen.files]
-        return self._assemble(folder, chosen, datasets)
+        series, datasets, files = self.sorted_slices(folder, stop_before_pixels=False)
+        return self._assemble(folder, series, datasets, files)
 
-    def get_data(self, img: dict[str, Any]) -> tuple[np.ndarray, dict]:
-        """``(columns, rows, slices)`` float32 array and its metadata (affine, spacing, series identity)."""
-        return img["array"], img["meta"]
+    def sorted_slices(
+        self, folder: str | os.PathLike, stop_before_pixels: bool = True
+    ) -> tuple[DicomSeries, list, list]:
+        """The chosen series of ``folder``: its pydicom datasets and files in slice order (ascending position
+        along the slice normal), after checking that orientation and size agree and no position repeats."""
+        import pydicom
 
-    # ------------------------------------------------------------------ geometry and pixels
-    def _assemble(self, folder: str, series: DicomSeries, datasets: list) -> dict[str, Any]:
+        folder = str(folder)
+        series = self.choose_series(folder)
+        datasets = [pydicom.dcmread(f, stop_before_pixels=stop_before_pixels) for f in series.files]
         first = datasets[0]
         orientation = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
         for ds, path in zip(datasets, series.files):
@@ -196,21 +197,31 @@ class DicomSeriesReader(ImageReader):
                     f"DICOM series {series.uid} in {folder}: {path} is {ds.Rows}x{ds.Columns}, "
                     f"others {first.Rows}x{first.Columns}."
                 )
-        row_dir, col_dir = orientation[:3], orientation[3:]  # along a row (columns increase), along a column
-        normal = np.cross(row_dir, col_dir)
-        positions = np.array([np.asarray(ds.ImagePositionPatient, dtype=np.float64) for ds in datasets])
-        along = positions @ normal
+        along = np.array([_position(ds) @ _normal(ds) for ds in datasets])
         order = np.argsort(along, kind="stable")
         datasets = [datasets[i] for i in order]
         files = [series.files[i] for i in order]
-        positions, along = positions[order], along[order]
+        along = along[order]
         if len(datasets) > 1 and np.any(np.diff(along) < 1e-3):
             k = int(np.argmin(np.diff(along)))
             raise ValueError(
                 f"DICOM series {series.uid} in {folder}: {files[k]} and {files[k + 1]} lie at the same position "
                 f"along the slice normal ({along[k]:.3f} mm): duplicate slices or several acquisitions."
             )
+        return series, datasets, files
 
+    def get_data(self, img: dict[str, Any]) -> tuple[np.ndarray, dict]:
+        """``(columns, rows, slices)`` float32 array and its metadata (affine, spacing, series identity)."""
+        return img["array"], img["meta"]
+
+    # ------------------------------------------------------------------ geometry and pixels
+    def _assemble(self, folder: str, series: DicomSeries, datasets: list, files: list) -> dict[str, Any]:
+        first = datasets[0]
+        orientation = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
+        row_dir, col_dir = orientation[:3], orientation[3:]  # along a row (columns increase), along a column
+        normal = _normal(first)
+        positions = np.array([_position(ds) for ds in datasets])
+        along = positions @ normal
         step = float(np.median(np.diff(along))) if len(datasets) > 1 else float(first.get("SliceThickness", 1.0))
         slice_vector = normal * step
         if len(datasets) > 1:
@@ -284,6 +295,16 @@ class DicomSeriesReader(ImageReader):
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         return (values.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+
+
+def _normal(ds: Any) -> np.ndarray:
+    """Unit normal of a slice: the cross product of its row and column directions."""
+    orientation = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+    return np.cross(orientation[:3], orientation[3:])
+
+
+def _position(ds: Any) -> np.ndarray:
+    return np.asarray(ds.ImagePositionPatient, dtype=np.float64)
 
 
 def _resample_slices(pixels: np.ndarray, along: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
