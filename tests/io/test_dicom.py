@@ -184,3 +184,31 @@ def test_reader_argument_checks():
         DicomSeriesReader(select="first")
     with pytest.raises(ValueError, match="on_irregular_spacing"):
         DicomSeriesReader(on_irregular_spacing="ignore")
+
+
+def test_nifti_label_of_a_dicom_series_lines_up_in_world_coordinates(tmp_path):
+    """A label map saved with the series' affine puts each voxel where SimpleITK puts that DICOM pixel."""
+    from monai.transforms import SaveImage
+
+    from unet_monai.io import AtomicNibabelWriter
+
+    image = load(CT_J2K)
+    label = (image > 100).to(dtype=image.dtype)  # bright voxels: contrast-filled vessels, bone
+    SaveImage(
+        output_dir=str(tmp_path),
+        output_postfix="seg",
+        separate_folder=False,
+        writer=AtomicNibabelWriter,
+        output_dtype=np.uint8,
+        print_log=False,
+    )(label[None])
+    written = next(tmp_path.glob("*.nii.gz"))
+    nifti = LoadImage(image_only=True)(str(written))
+    np.testing.assert_allclose(np.asarray(nifti.affine), np.asarray(image.affine), atol=1e-5)
+    reference = sitk_volume(CT_J2K)
+    for index in [(0, 0, 0), (100, 300, 7), (511, 12, 19)]:
+        world_lps = np.asarray(reference.TransformIndexToPhysicalPoint(index))
+        world_ras = np.asarray(nifti.affine)[:3] @ np.array([*index, 1.0])
+        np.testing.assert_allclose(world_ras, world_lps * np.array([-1.0, -1.0, 1.0]), atol=1e-3)
+        hu = sitk.GetArrayFromImage(reference)[index[2], index[1], index[0]]
+        assert int(np.asarray(nifti)[index]) == int(hu > 100)
