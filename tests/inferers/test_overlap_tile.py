@@ -241,3 +241,58 @@ def test_autocast_float32_is_plain_inference_and_keeps_gradients():
 def test_autocast_rejects_unknown_dtype():
     with pytest.raises(ValueError, match="dtype must be one of .* got 'int8'"):
         AutocastInferer(dtype="int8")
+
+
+# ---------------------------------------------------------------------------------------- streamed outputs
+@pytest.mark.parametrize("spatial_dims", [2, 3], ids=["2d", "3d"])
+def test_argmax_output_equals_argmax_of_logits(spatial_dims):
+    net = valid_net(spatial_dims, out_channels=3)
+    x = torch.randn(2, 1, *([23] * spatial_dims))
+    with torch.no_grad():
+        logits = OverlapTileInferer(8, sw_batch_size=3)(x, net)
+        labels = OverlapTileInferer(8, sw_batch_size=3, output="argmax")(x, net)
+    assert labels.dtype == torch.uint8 and labels.shape == (2, 1, *x.shape[2:])
+    torch.testing.assert_close(labels, logits.argmax(1, keepdim=True).to(torch.uint8))
+
+
+def test_threshold_output_for_one_channel_networks():
+    net = valid_net(2, out_channels=1)
+    x = torch.randn(1, 1, 30, 17)
+    with torch.no_grad():
+        logits = OverlapTileInferer(12)(x, net)
+        labels = OverlapTileInferer(12, output="threshold")(x, net)
+    torch.testing.assert_close(labels, (torch.sigmoid(logits) > 0.5).to(torch.uint8))
+    with pytest.raises(ValueError, match="one-channel"), torch.no_grad():
+        OverlapTileInferer(12, output="threshold")(x, valid_net(2, out_channels=2))
+
+
+def test_memory_mapped_input_and_output(tmp_path):
+    """A memory-mapped input gives the in-RAM result; the label map lands in a memory-mapped .npy file."""
+    net = valid_net(3, out_channels=2)
+    data = np.random.default_rng(0).standard_normal((1, 1, 26, 19, 21)).astype(np.float32)
+    mapped = np.lib.format.open_memmap(tmp_path / "image.npy", mode="w+", dtype=np.float32, shape=data.shape)
+    mapped[:] = data
+    mapped.flush()
+    source = torch.from_numpy(np.load(tmp_path / "image.npy", mmap_mode="r+"))
+    out_file = tmp_path / "labels.npy"
+    with torch.no_grad():
+        expected = OverlapTileInferer(8, output="argmax")(torch.from_numpy(data), net)
+        result = OverlapTileInferer(8, output="argmax", output_file=str(out_file))(source, net)
+    torch.testing.assert_close(result, expected)
+    np.testing.assert_array_equal(np.load(out_file, mmap_mode="r"), expected.numpy())
+
+
+def test_same_padding_argmax_equals_monai_sliding_window():
+    net = PaperUNet(2, 1, 3, features=(2, 4, 8), padding="same").eval()
+    x = torch.randn(1, 1, 40, 36)
+    with torch.no_grad():
+        expected = sliding_window_inference(x, (16, 16), 2, net, overlap=0.5, mode="gaussian")
+        labels = OverlapTileInferer((16, 16), sw_batch_size=2, overlap=0.5, mode="gaussian", output="argmax")(x, net)
+    torch.testing.assert_close(labels, expected.argmax(1, keepdim=True).to(torch.uint8))
+
+
+def test_output_argument_checks():
+    with pytest.raises(ValueError, match="output must be one of"):
+        OverlapTileInferer(8, output="probabilities")
+    with pytest.raises(ValueError, match="output_file needs"):
+        OverlapTileInferer(8, output_file="labels.npy")

@@ -16,12 +16,24 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SlidingWindowInferer
 from tqdm import tqdm
 
-__all__ = ["OverlapTileInferer", "mirror_pad"]
+__all__ = ["OverlapTileInferer", "mirror_pad", "reflect_index"]
+
+
+def reflect_index(size: int, start: int, length: int, device: torch.device | None = None) -> torch.Tensor:
+    """Indices into an axis of ``size`` voxels for positions ``start .. start + length - 1`` of its mirror
+    (reflect) extension, repeated as often as needed: ``numpy.pad(mode="reflect")`` semantics."""
+    index = torch.arange(start, start + length, device=device)
+    if size == 1:
+        return torch.zeros_like(index)
+    period = 2 * (size - 1)
+    index = index.remainder(period)
+    return torch.where(index >= size, period - index, index)
 
 
 def mirror_pad(x: torch.Tensor, pads: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -30,7 +42,7 @@ def mirror_pad(x: torch.Tensor, pads: Sequence[tuple[int, int]]) -> torch.Tensor
     The same values as ``numpy.pad(mode="reflect")``: the edge voxel is not repeated, and pads wider than
     the axis are reflected again and again, as the paper's overlap-tile figure shows. An axis of size 1 is
     repeated. ``torch.nn.functional.pad`` refuses reflect pads that are not smaller than the axis, so each
-    axis is gathered through a reflected index instead (one ``index_select`` per padded axis).
+    axis is gathered through :func:`reflect_index` instead (one ``index_select`` per padded axis).
     """
     for axis, (before, after) in enumerate(pads):
         if before < 0 or after < 0:
@@ -38,15 +50,22 @@ def mirror_pad(x: torch.Tensor, pads: Sequence[tuple[int, int]]) -> torch.Tensor
         if before == 0 and after == 0:
             continue
         size = x.shape[2 + axis]
-        index = torch.arange(-before, size + after, device=x.device)
-        if size == 1:
-            index = torch.zeros_like(index)
-        else:
-            period = 2 * (size - 1)
-            index = index.remainder(period)
-            index = torch.where(index >= size, period - index, index)
-        x = x.index_select(2 + axis, index)
+        x = x.index_select(2 + axis, reflect_index(size, -before, size + before + after, x.device))
     return x
+
+
+_OUTPUTS = ("logits", "argmax", "threshold")
+
+
+def _reduce(pred: torch.Tensor, output: str) -> torch.Tensor:
+    """``(n, C, *S)`` logits -> what ``output`` asks for: logits, or ``(n, 1, *S)`` uint8 labels."""
+    if output == "argmax":
+        return pred.argmax(dim=1, keepdim=True).to(torch.uint8)
+    if output == "threshold":
+        if pred.shape[1] != 1:
+            raise ValueError(f"output='threshold' needs a one-channel network, got {pred.shape[1]} channels.")
+        return (pred > 0).to(torch.uint8)  # sigmoid(x) > 0.5  <=>  x > 0
+    return pred
 
 
 def _unwrap(network: Callable) -> Any:
@@ -64,6 +83,16 @@ class OverlapTileInferer(Inferer):
         overlap: only for same-padding networks: window overlap passed to MONAI's sliding window.
         mode: only for same-padding networks: ``"constant"`` or ``"gaussian"`` blending.
         progress: show a progress bar over tile batches.
+        output: ``"logits"`` (default: the network's output, ``(B, out_channels, *S)`` float), ``"argmax"``
+            (class indices, ``(B, 1, *S)`` uint8) or ``"threshold"`` (one-channel networks: sigmoid > 0.5,
+            ``(B, 1, *S)`` uint8). Valid networks reduce each tile as it comes, which is exact because every
+            output voxel comes from one tile: no float map of the whole volume is ever held.
+        output_file: with ``"argmax"`` / ``"threshold"``, write the result into this file as a memory-mapped
+            uint8 array (``numpy.memmap``, C order, shape ``(B, 1, *S)``) instead of RAM.
+
+    Input may be a memory-mapped array wrapped as a tensor (``torch.from_numpy(numpy.memmap)``, or the
+    ``dataobj`` of an uncompressed NIfTI): each tile gathers only its own voxels, mirrored at the borders,
+    so the input is never copied or padded whole and peak memory is bounded by the tile work.
     """
 
     def __init__(
@@ -73,10 +102,19 @@ class OverlapTileInferer(Inferer):
         overlap: float = 0.25,
         mode: str = "constant",
         progress: bool = False,
+        output: str = "logits",
+        output_file: str | None = None,
     ) -> None:
         super().__init__()
         if sw_batch_size < 1:
             raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}.")
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}.")
+        if output_file is not None and output == "logits":
+            raise ValueError("output_file needs output='argmax' or 'threshold' (a uint8 label map).")
+        self.output = output
+        self.output_file = output_file
+        self._mapped: np.memmap | None = None
         self.roi_size = roi_size
         self.sw_batch_size = sw_batch_size
         self.overlap = overlap
@@ -101,7 +139,9 @@ class OverlapTileInferer(Inferer):
             )
         if net.padding == "same":
             window = SlidingWindowInferer(roi, self.sw_batch_size, self.overlap, self.mode, progress=self.progress)
-            return window(inputs, network, *args, **kwargs)  # type: ignore[return-value]
+            result = window(inputs, network, *args, **kwargs)
+            reduced = _reduce(torch.as_tensor(result), self.output)
+            return self._finish(self._store(reduced), inputs)
         # Tiles start on multiples of 2**depth so that every tile sees the same max-pooling grid as the whole
         # image: then a tile's output equals the whole-image output voxel for voxel. Valid output sizes are
         # never such multiples (388 = 24 * 16 + 4), so neighbouring tiles overlap by a few voxels.
@@ -110,10 +150,8 @@ class OverlapTileInferer(Inferer):
         tile_out = net.output_shape(tile_in)
         strides = [t // grid * grid for t in tile_out]
         counts = [1 + max(0, math.ceil((s - t) / st)) for s, t, st in zip(spatial, tile_out, strides)]
-        covered = [(n - 1) * st + t for n, st, t in zip(counts, strides, tile_out)]
         ctx = net.context
-        pads = [(ctx, ctx + c - s) for s, c in zip(spatial, covered)]
-        padded = mirror_pad(torch.as_tensor(inputs), pads)  # (B, C, *(covered + 2 ctx))
+        source = inputs.as_tensor() if isinstance(inputs, MetaTensor) else torch.as_tensor(inputs)
 
         starts = list(itertools.product(*[range(0, n * st, st) for n, st in zip(counts, strides)]))
         jobs = [(b, start) for b in range(inputs.shape[0]) for start in starts]
@@ -121,19 +159,52 @@ class OverlapTileInferer(Inferer):
         batches = range(0, len(jobs), self.sw_batch_size)
         for first in tqdm(batches, desc="overlap-tile", disable=not self.progress, leave=False):
             chunk = jobs[first : first + self.sw_batch_size]
-            tiles = torch.stack([self._tile(padded[b], start, tile_in) for b, start in chunk])
-            pred = network(tiles, *args, **kwargs)  # (n, out_channels, *tile_out)
+            tiles = torch.stack([self._gather(source[b], start, tile_in, ctx) for b, start in chunk])
+            pred = _reduce(network(tiles, *args, **kwargs), self.output)  # (n, C or 1, *tile_out)
             if output is None:
-                output = pred.new_empty((inputs.shape[0], pred.shape[1], *covered))
+                output = self._allocate(pred, (inputs.shape[0], pred.shape[1], *spatial))
             for (b, start), tile in zip(chunk, pred):
-                output[(b, slice(None), *[slice(s, s + t) for s, t in zip(start, tile_out)])] = tile  # type: ignore[index]
-        assert output is not None  # at least one tile exists for a non-empty image
-        output = output[(slice(None), slice(None), *[slice(0, s) for s in spatial])]  # type: ignore[index]
+                keep = [min(t, s - st) for t, s, st in zip(tile_out, spatial, start)]  # clip at the image end
+                region = (b, slice(None), *[slice(st, st + k) for st, k in zip(start, keep)])
+                output[region] = tile[(slice(None), *[slice(0, k) for k in keep])].to(output.dtype)  # type: ignore[index]
+        if output is None:
+            raise ValueError(f"inputs must have at least one voxel, got shape {tuple(inputs.shape)}.")
+        return self._finish(output, inputs)
+
+    def _allocate(self, pred: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """The output array: in RAM, or memory-mapped in ``output_file`` for label outputs."""
+        if self.output_file is None:
+            return pred.new_empty(shape)
+        self._mapped = np.lib.format.open_memmap(self.output_file, mode="w+", dtype=np.uint8, shape=shape)
+        return torch.from_numpy(self._mapped)
+
+    def _store(self, result: torch.Tensor) -> torch.Tensor:
+        if self.output_file is None:
+            return result
+        stored = self._allocate(result, tuple(result.shape))
+        stored.copy_(result)
+        return stored
+
+    def _finish(self, output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Flush a memory-mapped output and keep the input's metadata (affine) on the result."""
+        if self._mapped is not None:
+            self._mapped.flush()
+            self._mapped = None
         if isinstance(inputs, MetaTensor):
-            output = MetaTensor(output, meta=inputs.meta, applied_operations=inputs.applied_operations)
+            return MetaTensor(output, meta=inputs.meta, applied_operations=inputs.applied_operations)
         return output
 
     @staticmethod
-    def _tile(image: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Tensor:
-        """The input tile ``(C, *size)`` of ``image`` ``(C, *S)`` whose output starts at ``start``."""
-        return image[(slice(None), *[slice(s, s + n) for s, n in zip(start, size)])]
+    def _gather(image: torch.Tensor, start: Sequence[int], size: Sequence[int], ctx: int) -> torch.Tensor:
+        """The input tile ``(C, *size)`` whose output starts at output voxel ``start``: image voxels
+        ``start - ctx .. start - ctx + size - 1`` per axis, mirrored where they fall outside ``image`` ``(C, *S)``.
+        Reads only those voxels (a memory-mapped image stays on disk but for them)."""
+        tile = image
+        for axis, (st, n) in enumerate(zip(start, size)):
+            extent = image.shape[1 + axis]
+            lo, hi = st - ctx, st - ctx + n
+            if lo >= 0 and hi <= extent:
+                tile = tile.narrow(1 + axis, lo, n)
+            else:
+                tile = tile.index_select(1 + axis, reflect_index(extent, lo, n, image.device))
+        return tile.to(torch.float32) if not tile.is_floating_point() else tile.contiguous()
