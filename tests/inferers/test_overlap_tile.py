@@ -296,3 +296,19 @@ def test_output_argument_checks():
         OverlapTileInferer(8, output="probabilities")
     with pytest.raises(ValueError, match="output_file needs"):
         OverlapTileInferer(8, output_file="labels.npy")
+
+
+def test_same_padding_margin_tiling_equals_whole_image_inside():
+    """With a margin at least the net's reach, tiles of a same net give the whole-image result."""
+    # reach per side of a same net with 2 poolings: two 3x3 convs per level, 2 * (1 + 2 + 4) in the encoder,
+    # 2 * (2 + 1) in the decoder, up to 3 more from the pooling cells: 23 voxels
+    net = PaperUNet(2, 1, 2, features=(2, 4, 8), padding="same").eval()
+    x = torch.randn(1, 1, 128, 112)
+    with torch.no_grad():
+        whole = net(x)
+        tiled = OverlapTileInferer(64, margin=24, sw_batch_size=4)(x, net)
+    inner = (slice(None), slice(None), slice(24, -24), slice(24, -24))  # beyond the reach of the image border
+    torch.testing.assert_close(tiled[inner], whole[inner], atol=1e-5, rtol=0)
+    assert tiled.shape == whole.shape
+    with pytest.raises(ValueError, match="margin"):
+        OverlapTileInferer(32, margin=-1)

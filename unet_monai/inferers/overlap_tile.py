@@ -87,6 +87,10 @@ class OverlapTileInferer(Inferer):
             (class indices, ``(B, 1, *S)`` uint8) or ``"threshold"`` (one-channel networks: sigmoid > 0.5,
             ``(B, 1, *S)`` uint8). Valid networks reduce each tile as it comes, which is exact because every
             output voxel comes from one tile: no float map of the whole volume is ever held.
+        margin: only for same-padding networks: instead of MONAI's blended sliding window, tile with windows
+            of ``roi_size`` (rounded up to multiples of ``2 ** depth``) and keep each window's centre, ``margin``
+            voxels in from every side (the overlap-tile strategy applied to a padded network; the image is
+            mirrored at its borders). None (default) uses MONAI's ``SlidingWindowInferer``.
         output_file: with ``"argmax"`` / ``"threshold"``, write the result into this file as a memory-mapped
             uint8 array (``numpy.memmap``, C order, shape ``(B, 1, *S)``) instead of RAM.
 
@@ -104,6 +108,7 @@ class OverlapTileInferer(Inferer):
         progress: bool = False,
         output: str = "logits",
         output_file: str | None = None,
+        margin: int | None = None,
     ) -> None:
         super().__init__()
         if sw_batch_size < 1:
@@ -115,6 +120,9 @@ class OverlapTileInferer(Inferer):
         self.output = output
         self.output_file = output_file
         self._mapped: np.memmap | None = None
+        if margin is not None and margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}.")
+        self.margin = margin
         self.roi_size = roi_size
         self.sw_batch_size = sw_batch_size
         self.overlap = overlap
@@ -137,20 +145,30 @@ class OverlapTileInferer(Inferer):
             raise ValueError(
                 f"roi_size must have {len(spatial)} sizes for input shape {tuple(inputs.shape)}, got {roi}."
             )
-        if net.padding == "same":
+        grid = 2**net.depth
+        if net.padding == "same" and self.margin is None:
             window = SlidingWindowInferer(roi, self.sw_batch_size, self.overlap, self.mode, progress=self.progress)
             result = window(inputs, network, *args, **kwargs)
             reduced = _reduce(torch.as_tensor(result), self.output)
             return self._finish(self._store(reduced), inputs)
-        # Tiles start on multiples of 2**depth so that every tile sees the same max-pooling grid as the whole
-        # image: then a tile's output equals the whole-image output voxel for voxel. Valid output sizes are
-        # never such multiples (388 = 24 * 16 + 4), so neighbouring tiles overlap by a few voxels.
-        grid = 2**net.depth
-        tile_in = net.input_shape_for([max(r, grid) for r in roi])
-        tile_out = net.output_shape(tile_in)
-        strides = [t // grid * grid for t in tile_out]
+        if net.padding == "same":
+            # overlap-tile for a same-padding net: windows of roi_size (multiples of 2**depth), of which only
+            # the centre, ``margin`` voxels in from each side, is kept: the zero padding at window borders
+            # never reaches the result, and each voxel is predicted about once
+            ctx = crop = int(self.margin)  # type: ignore[arg-type]
+            tile_in = [math.ceil(max(r, 2 * ctx + grid) / grid) * grid for r in roi]
+            tile_out = [t - 2 * ctx for t in tile_in]
+        else:
+            # Tiles start on multiples of 2**depth so that every tile sees the same max-pooling grid as the
+            # whole image: then a tile's output equals the whole-image output voxel for voxel. Valid output
+            # sizes are never such multiples (388 = 24 * 16 + 4), so neighbouring tiles overlap by a few voxels.
+            tile_in = list(net.input_shape_for([max(r, grid) for r in roi]))
+            tile_out = list(net.output_shape(tile_in))
+            ctx, crop = net.context, 0
+        strides = (
+            [max(t // grid * grid, 1) for t in tile_out] if crop == 0 else [max(t // grid, 1) * grid for t in tile_out]
+        )
         counts = [1 + max(0, math.ceil((s - t) / st)) for s, t, st in zip(spatial, tile_out, strides)]
-        ctx = net.context
         source = inputs.as_tensor() if isinstance(inputs, MetaTensor) else torch.as_tensor(inputs)
 
         starts = list(itertools.product(*[range(0, n * st, st) for n, st in zip(counts, strides)]))
@@ -160,7 +178,10 @@ class OverlapTileInferer(Inferer):
         for first in tqdm(batches, desc="overlap-tile", disable=not self.progress, leave=False):
             chunk = jobs[first : first + self.sw_batch_size]
             tiles = torch.stack([self._gather(source[b], start, tile_in, ctx) for b, start in chunk])
-            pred = _reduce(network(tiles, *args, **kwargs), self.output)  # (n, C or 1, *tile_out)
+            pred = network(tiles, *args, **kwargs)  # (n, C, *tile_out), or (n, C, *tile_in) for a same net
+            if crop:
+                pred = pred[(slice(None), slice(None), *[slice(crop, crop + t) for t in tile_out])]
+            pred = _reduce(pred, self.output)
             if output is None:
                 output = self._allocate(pred, (inputs.shape[0], pred.shape[1], *spatial))
             for (b, start), tile in zip(chunk, pred):
