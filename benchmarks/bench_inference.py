@@ -1,0 +1,188 @@
+"""Whole-volume inference: ours against MONAI's sliding_window_inference, speed, quality and peak memory.
+
+One 3D volume (synthetic EM tissue, 160 x 160 x 96) and one network (a same-padding PaperUNet 16..128 with
+three poolings, briefly trained on the synthetic set so that its labels mean something), in one run:
+
+- MONAI ``sliding_window_inference``: roi 96^3, Gaussian blending, overlap 0.25 and 0.5, sw_batch_size 1
+  and 4, fp32 (its defaults), then argmax;
+- ours: ``OverlapTileInferer`` with windows of 96^3 or 128^3 of which the centre is kept (``margin`` 16 or 24),
+  argmax per tile (``output="argmax"``), bf16 autocast + channels-last through ``AutocastInferer`` where the
+  CPU has bf16, and once in fp32;
+- memory growth: a small valid PaperUNet on a memory-mapped input of N and 8N voxels, argmax into a
+  memory-mapped output file.
+
+Each case runs in its own process, so that its peak RSS (``ru_maxrss``) is its own. Prints voxels per
+second, peak RSS, ratios, and the Dice of our labels against MONAI's (overlap 0.5, sw 4).
+
+    python benchmarks/bench_inference.py            # about 4 minutes on 2 cores
+    python benchmarks/bench_inference.py --quick    # small volume: checks that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unet_monai.data import synthetic_em_volume
+from unet_monai.inferers import AutocastInferer, OverlapTileInferer, fastest_autocast_dtype
+from unet_monai.networks import PaperUNet
+
+FEATURES = (16, 32, 64, 128)
+ROI = 96
+
+
+def make_network() -> PaperUNet:
+    return PaperUNet(3, 1, 2, features=FEATURES, padding="same", norm="batch")
+
+
+def train_briefly(work: Path, shape: tuple[int, ...], steps: int) -> None:
+    """A few Adam steps on synthetic patches, so that the benchmark compares meaningful labels."""
+    torch.manual_seed(0)
+    net = make_network()
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    image, label = synthetic_em_volume(shape, seed=1)
+    image = (image - image.mean()) / image.std()
+    rng = np.random.default_rng(0)
+    patch = 48
+    for _ in range(steps):
+        corner = [int(rng.integers(0, s - patch + 1)) for s in shape]
+        region = tuple(slice(c, c + patch) for c in corner)
+        x = torch.from_numpy(image[region])[None, None]
+        y = torch.from_numpy(label[region].astype(np.int64))[None]
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(x)
+        loss_fn(out.float(), y).backward()
+        optimizer.step()
+    torch.save(net.state_dict(), work / "net.pt")
+
+
+def run_case(case: str, work: Path) -> dict:
+    """One measurement, in this (fresh) process."""
+    torch.manual_seed(0)
+    if case.startswith("growth"):
+        return run_growth(case, work)
+    volume = np.load(work / "volume.npy")
+    x = torch.from_numpy(volume)[None, None]
+    net = make_network()
+    net.load_state_dict(torch.load(work / "net.pt", weights_only=True))
+    net.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        if case.startswith("monai"):
+            from monai.inferers import sliding_window_inference
+
+            _, overlap, sw = case.split("_")
+            logits = sliding_window_inference(x, (ROI,) * 3, int(sw), net, overlap=float(overlap), mode="gaussian")
+            labels = logits.argmax(1, keepdim=True).to(torch.uint8)
+        else:  # ours_<roi>_<margin>_<precision>
+            _, roi, margin, precision = case.split("_")
+            dtype = fastest_autocast_dtype("cpu") if precision == "auto" else "float32"
+            net = net.to(memory_format=torch.channels_last_3d)
+            tiles = OverlapTileInferer(int(roi), sw_batch_size=2, margin=int(margin), output="argmax")
+            labels = AutocastInferer(tiles, dtype=dtype)(x, net)
+    seconds = time.perf_counter() - start
+    np.save(work / f"{case}.npy", labels.numpy())
+    return {"seconds": seconds, "voxels": int(np.prod(volume.shape)), "peak_rss_mb": peak_rss_mb()}
+
+
+def run_growth(case: str, work: Path) -> dict:
+    """Small valid net, memory-mapped input and output: peak RSS for N (case growth_1) or 8N (growth_8)."""
+    path = work / f"{case}_input.npy"
+    image = torch.from_numpy(np.load(path, mmap_mode="r+"))
+    net = PaperUNet(3, 1, 2, features=(4, 8, 16)).eval()
+    inferer = OverlapTileInferer(32, sw_batch_size=2, output="argmax", output_file=str(work / f"{case}_out.npy"))
+    start = time.perf_counter()
+    with torch.no_grad():
+        inferer(image, net)
+    return {"seconds": time.perf_counter() - start, "voxels": int(image[0, 0].numel()), "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def spawn(case: str, work: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--case", case, "--work", str(work)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode:
+        raise RuntimeError(f"case {case} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a == 1, b == 1
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small volume, fewer cases (a smoke run)")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.work)))
+        return
+
+    shape = (96, 96, 96) if args.quick else (160, 160, 96)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        image, _ = synthetic_em_volume(shape, seed=7)
+        np.save(work / "volume.npy", ((image - image.mean()) / image.std()).astype(np.float32))
+        train_briefly(work, (96, 96, 64), steps=5 if args.quick else 60)
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; volume {shape}, roi {ROI}^3, "
+            f"same-padding PaperUNet {FEATURES}"
+        )
+        monai_cases = ["monai_0.5_4"] if args.quick else ["monai_0.25_1", "monai_0.25_4", "monai_0.5_1", "monai_0.5_4"]
+        our_cases = ["ours_96_16_auto", "ours_128_16_auto"]
+        our_cases += [] if args.quick else ["ours_128_24_auto", "ours_128_16_fp32"]
+        results = {case: spawn(case, work) for case in monai_cases + our_cases}
+        reference = np.load(work / "monai_0.5_4.npy")
+        print(
+            "\nours_<window>_<margin>_<precision>: windows of that size, the centre kept (margin voxels off each side)"
+        )
+        print(f"{'case':<20} {'s':>6} {'Mvoxel/s':>9} {'peak RSS MB':>12} {'Dice vs MONAI 0.5/4':>20}")
+        for case, r in results.items():
+            rate = r["voxels"] / r["seconds"] / 1e6
+            agreement = dice(np.load(work / f"{case}.npy"), reference)
+            print(f"{case:<20} {r['seconds']:6.1f} {rate:9.3f} {r['peak_rss_mb']:12.0f} {agreement:20.4f}")
+        print("\nratios, ours against MONAI (speed: MONAI seconds / our seconds; RSS: our peak / MONAI peak)")
+        for mine in our_cases:
+            for theirs in monai_cases:
+                speed = results[theirs]["seconds"] / results[mine]["seconds"]
+                rss = results[mine]["peak_rss_mb"] / results[theirs]["peak_rss_mb"]
+                print(f"  {mine:<18} vs {theirs:<14} {speed:5.1f}x faster   RSS {rss:4.2f}x")
+        print("goals: >= 3x MONAI's throughput at overlap 0.5, Dice >= 0.995 against it, peak RSS <= 0.5x")
+
+        # memory growth: N and 8N voxels, memory-mapped in and out
+        base = (64, 64, 32) if args.quick else (128, 128, 64)
+        for factor, size in ((1, base), (8, tuple(2 * s for s in base))):
+            data = np.lib.format.open_memmap(
+                work / f"growth_{factor}_input.npy", mode="w+", dtype=np.float32, shape=(1, 1, *size)
+            )
+            data[:] = np.random.default_rng(0).standard_normal(size, dtype=np.float32)
+            data.flush()
+            del data
+        small, large = spawn("growth_1", work), spawn("growth_8", work)
+        print(
+            f"\nmemory growth (valid PaperUNet (4, 8, 16), memory-mapped input and output, argmax): "
+            f"{base} -> {small['peak_rss_mb']:.0f} MB, 8x the voxels -> {large['peak_rss_mb']:.0f} MB: "
+            f"{large['peak_rss_mb'] / small['peak_rss_mb']:.2f}x (goal < 1.3x)"
+        )
+
+
+if __name__ == "__main__":
+    main()
