@@ -126,3 +126,53 @@ def test_headline_default_reaches_dice(tmp_path: Path) -> None:
     """The default training run (no overrides) reaches validation Dice >= 0.8 on the synthetic set."""
     run_bundle("training", ["bundles/unet/train.json"], tmp_path)
     assert read_metrics(tmp_path / "eval")["val_mean_dice"] >= 0.8
+
+
+SHARED_CT = REPO.parent / "shared" / "data" / "dcmqi-ct-seg" / "ct-3slice"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not SHARED_CT.is_dir(), reason=f"shared DICOM series not found at {SHARED_CT}")
+def test_inference_on_a_dicom_folder_writes_nifti_and_seg(tmp_path: Path) -> None:
+    """A 3D model segments a real DICOM series: NIfTI with the series' affine, and a DICOM SEG that references it."""
+    pytest.importorskip("highdicom")
+    import highdicom as hd
+    import pydicom
+    from monai.transforms import LoadImage
+
+    from unet_monai.io import DicomSeriesReader
+
+    three_d = ["bundles/unet/train.json", "bundles/unet/train_3d.json"]
+    small = ["--features", "[2,4]", "--output_patch_size", "[8,8,8]", "--val_output_patch_size", "[48,48,48]"]
+    run_bundle(
+        "training", three_d, tmp_path, *small, "--epochs", "1", "--iterations_per_epoch", "1", "--val_interval", "1"
+    )
+    run_bundle(
+        "inference",
+        ["bundles/unet/inference.json", "bundles/unet/train_3d.json"],
+        tmp_path,
+        *small,
+        "--input",
+        str(SHARED_CT),
+        "--dicom_seg",
+        "True",
+        "--output_dir",
+        str(tmp_path / "out"),
+    )
+    series = LoadImage(image_only=True)(str(SHARED_CT), reader=DicomSeriesReader())
+    nifti = nib.load(tmp_path / "out" / "ct-3slice_seg.nii.gz")
+    assert nifti.shape == tuple(series.shape)
+    np.testing.assert_allclose(nifti.affine, np.asarray(series.affine), atol=1e-4)
+    seg_file = tmp_path / "out" / "ct-3slice_seg.dcm"
+    labels = np.asarray(nifti.dataobj)
+    if labels.any():  # an untrained net may predict nothing; then no SEG is written (a SEG needs a segment)
+        seg = hd.seg.segread(seg_file)
+        sources = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in SHARED_CT.iterdir()}
+        referenced = {
+            f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            for f in seg.PerFrameFunctionalGroupsSequence
+        }
+        assert referenced <= sources
+        assert seg.SegmentSequence[0].SegmentLabel == "membrane"
+    else:
+        assert not seg_file.exists()

@@ -1,7 +1,8 @@
 """Input and output: DICOM series and TIFF stacks in, atomic NIfTI and DICOM SEG out, datalists (manifests)."""
 
 from unet_monai.io.dicom import DicomSeries, DicomSeriesReader, find_dicom_series
-from unet_monai.io.manifest import load_manifest, manifest_data_root
+from unet_monai.io.dicom_seg import SaveDicomSegd, write_dicom_seg
+from unet_monai.io.manifest import inference_items, load_manifest, manifest_data_root, manifest_labels
 from unet_monai.io.readers import StrictLoadImaged
 from unet_monai.io.tiff import TiffStackReader
 from unet_monai.io.writers import AtomicNibabelWriter
@@ -11,8 +12,12 @@ __all__ = [
     "StrictLoadImaged",
     "TiffStackReader",
     "DicomSeriesReader",
+    "SaveDicomSegd",
+    "write_dicom_seg",
     "DicomSeries",
     "find_dicom_series",
     "load_manifest",
+    "inference_items",
+    "manifest_labels",
     "manifest_data_root",
 ]

@@ -7,17 +7,22 @@ ascending position), which is what inference on that series produces.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
 
 from unet_monai.io.dicom import DicomSeriesReader
 
-__all__ = ["write_dicom_seg"]
+__all__ = ["write_dicom_seg", "SaveDicomSegd"]
+
+logger = logging.getLogger(__name__)
 
 
 def write_dicom_seg(
@@ -122,3 +127,49 @@ def write_dicom_seg(
     finally:
         Path(tmp).unlink(missing_ok=True)  # only still there when writing failed
     return target
+
+
+class SaveDicomSegd(MapTransform):
+    """Write the label map under ``keys`` as DICOM SEG for items that came from a DICOM series folder.
+
+    The SEG goes to ``output_dir/<folder name>_<output_postfix>.dcm``; items read from other files are
+    passed through untouched (their NIfTI output is written by ``SaveImaged``).
+
+    Args:
+        keys: label-map keys (``(1, X, Y, Z)`` integer labels on the series grid).
+        output_dir: folder for the SEG files.
+        label_names: label value -> segment name.
+        output_postfix: appended to the series folder's name.
+        reader: the reader settings that chose the series.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        label_names: Mapping[int, str],
+        output_postfix: str = "seg",
+        reader: DicomSeriesReader | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.label_names = dict(label_names)
+        self.output_postfix = output_postfix
+        self.reader = reader
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            source = getattr(d[key], "meta", {}).get("filename_or_obj", "")
+            if not source or not Path(str(source)).is_dir():
+                logger.debug("%s: not from a DICOM folder, no SEG written", source)
+                continue
+            name = Path(str(source)).name
+            if not np.any(np.asarray(d[key])):
+                logger.warning("%s: the segmentation is empty; a DICOM SEG needs a segment, none written", source)
+                continue
+            write_dicom_seg(
+                d[key], source, self.output_dir / f"{name}_{self.output_postfix}.dcm", self.label_names, self.reader
+            )
+        return d

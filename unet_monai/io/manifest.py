@@ -24,7 +24,7 @@ from pathlib import Path
 
 from monai.data import load_decathlon_datalist
 
-__all__ = ["load_manifest", "manifest_data_root"]
+__all__ = ["load_manifest", "manifest_data_root", "manifest_labels", "inference_items"]
 
 _LABELLED_SPLITS = ("training", "validation")
 
@@ -89,4 +89,36 @@ def load_manifest(path: str | os.PathLike, split: str = "training", check_files:
                     f"manifest {path}: {split}[{i}] {key} {file} is listed twice (also entry {seen[file]})."
                 )
             seen[file] = i
+    return items
+
+
+def manifest_labels(path: str | os.PathLike) -> dict[int, str]:
+    """The manifest's ``labels`` as label value -> name (``{"1": "liver"}`` -> ``{1: "liver"}``)."""
+    data = _read_json(Path(path))
+    labels = data.get("labels", {})
+    if not isinstance(labels, dict):
+        raise ValueError(f"manifest {path}: 'labels' must map label values to names, got {labels!r}.")
+    try:
+        return {int(k): str(v) for k, v in labels.items()}
+    except ValueError as err:
+        raise ValueError(f"manifest {path}: 'labels' keys must be integer label values, got {list(labels)}.") from err
+
+
+def inference_items(
+    input: str | os.PathLike | list | None, manifest: str | os.PathLike | None, split: str = "test"
+) -> list[dict]:
+    """What to segment, for ``inference.json``: ``input`` (an image file, a DICOM series folder, a list of
+    them, or a datalist JSON), or else the ``split`` list of ``manifest``. Paths must exist."""
+    if input is None or input == "":
+        if manifest is None:
+            raise ValueError("give an input (file, DICOM folder, list or datalist) or a manifest.")
+        return load_manifest(manifest, split)
+    if isinstance(input, (str, os.PathLike)) and str(input).endswith(".json"):
+        return load_manifest(input, split)
+    paths = input if isinstance(input, (list, tuple)) else [input]
+    items = []
+    for i, path in enumerate(paths):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"input[{i}] {path} does not exist.")
+        items.append({"image": str(Path(path).resolve())})
     return items
