@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from bundle_step import bundle_parser, bundle_train_step
 from monai.networks.nets import BasicUNet
+from timing import timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from unet_monai.networks import PaperUNet
@@ -32,18 +31,6 @@ MODES = {
     "fp32+cl": (torch.float32, True),
     "bf16+cl": (torch.bfloat16, True),
 }
-
-
-def timed(fn: Callable[[], object], repeats: int, warmup: int = 2, best: bool = False) -> float:
-    """Median (or, with ``best``, shortest) wall time of ``fn`` in seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) if best else statistics.median(times)
 
 
 def gemm_ceilings(dtype: torch.dtype, repeats: int, quick: bool) -> dict[str, float]:
@@ -95,6 +82,27 @@ def mean_loss(out: torch.Tensor) -> torch.Tensor:
     return out.mean()
 
 
+def measure_phases(
+    label: str, mode: str, phases: dict[str, Callable[[], object]], repeats: int, ceiling: float
+) -> dict:
+    """FLOPs, median time and achieved GFLOP/s of each phase (forward, train), printed as one line each."""
+    row = {}
+    for phase, fn in phases.items():
+        flops, seconds = count_flops(fn), timed(fn, repeats)
+        row[phase] = {
+            "seconds": seconds,
+            "gflops": flops / 1e9,
+            "gflop_s": flops / seconds / 1e9,
+            "of_ceiling": flops / seconds / 1e9 / ceiling,
+        }
+        print(
+            f"  {label:<28} {mode:<8} {phase:<7} {seconds * 1e3:8.1f} ms  {flops / 1e9:7.1f} GFLOP  "
+            f"{flops / seconds / 1e9:6.0f} GFLOP/s  {100 * row[phase]['of_ceiling']:4.0f}% of ceiling",
+            flush=True,
+        )
+    return row
+
+
 def measure(
     name: str,
     make_net: Callable[[], torch.nn.Module],
@@ -109,22 +117,8 @@ def measure(
     results = {}
     for mode in modes:
         case = Case(make_net(), x.clone(), mode, loss_fn, optimizer)
-        row = {}
-        for phase, fn in (("forward", case.forward), ("train", case.train_step)):
-            flops = count_flops(fn)
-            seconds = timed(fn, repeats)
-            ceiling = ceilings["bf16" if mode.startswith("bf16") else "fp32"]
-            row[phase] = {
-                "seconds": seconds,
-                "gflops": flops / 1e9,
-                "gflop_s": flops / seconds / 1e9,
-                "of_ceiling": flops / seconds / 1e9 / ceiling,
-            }
-            print(
-                f"  {name:<28} {mode:<8} {phase:<7} {seconds * 1e3:8.1f} ms  {flops / 1e9:7.1f} GFLOP  "
-                f"{flops / seconds / 1e9:6.0f} GFLOP/s  {100 * row[phase]['of_ceiling']:4.0f}% of ceiling",
-                flush=True,
-            )
+        ceiling = ceilings["bf16" if mode.startswith("bf16") else "fp32"]
+        row = measure_phases(name, mode, {"forward": case.forward, "train": case.train_step}, repeats, ceiling)
         results[mode] = row
     return results
 
@@ -139,19 +133,10 @@ def bundle_default_case(repeats: int, ceilings: dict) -> dict:
         f"{info['patch']} -> {info['output']}, {info['loss']} + {info['optimizer']}, {precision}"
     )
     ceiling = ceilings["bf16" if precision == "bfloat16" else "fp32"]
-    result: dict = {"precision": precision}
-    for phase, fn in (("forward", forward), ("train", train_step)):
-        flops, seconds = count_flops(fn), timed(fn, repeats)
-        result[phase] = {
-            "seconds": seconds,
-            "gflops": flops / 1e9,
-            "gflop_s": flops / seconds / 1e9,
-            "of_ceiling": flops / seconds / 1e9 / ceiling,
-        }
-        print(
-            f"  {'bundle default':<28} {precision:<8} {phase:<7} {seconds * 1e3:8.1f} ms  {flops / 1e9:7.1f} GFLOP  "
-            f"{flops / seconds / 1e9:6.0f} GFLOP/s  {100 * flops / seconds / 1e9 / ceiling:4.0f}% of ceiling"
-        )
+    result: dict = measure_phases(
+        "bundle default", precision, {"forward": forward, "train": train_step}, repeats, ceiling
+    )
+    result["precision"] = precision
     return result
 
 

@@ -20,28 +20,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from bundle_step import bundle_parser, bundle_train_step
 from monai.transforms import Compose, Rand2DElasticd, Rand3DElasticd
+from timing import timed
 
 from unet_monai.transforms import RandElasticGridd
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+def timed_ms(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``fn`` in milliseconds, after one warm-up call."""
+    return 1e3 * timed(fn, repeats, warmup=1)
 
 
 def sample(shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
@@ -89,7 +81,7 @@ def elasticdeform_elastic(shape: tuple[int, ...]) -> Callable[[dict], Any] | str
 def compare(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
     data = sample(shape)
     results: dict[str, float] = {}
-    ours_ms = timed(lambda: ours(shape)(data), repeats)
+    ours_ms = timed_ms(lambda: ours(shape)(data), repeats)
     results["ours"] = ours_ms
     label = "x".join(map(str, shape))
     print(f"\n{label}: ours {ours_ms:8.1f} ms/sample")
@@ -106,7 +98,7 @@ def compare(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
         if isinstance(fn, str):
             print(f"  {name:<52} skipped: {fn}")
             continue
-        ms = timed(lambda fn=fn: fn(data), max(1, repeats // 2))
+        ms = timed_ms(lambda fn=fn: fn(data), max(1, repeats // 2))
         results[name] = ms
         print(f"  {name:<52} {ms:8.1f} ms/sample   ours is {ms / ours_ms:5.1f}x faster")
     return results
@@ -122,9 +114,9 @@ def augmentation_chain(repeats: int) -> None:
     def run_chain() -> None:
         random_chain(dict(cached))
 
-    per_sample = timed(run_chain, repeats * 4)
+    per_sample = timed_ms(run_chain, repeats * 4)
     _, train_step, info = bundle_train_step(parser)
-    step_ms = timed(train_step, repeats)
+    step_ms = timed_ms(train_step, repeats)
     print(
         f"\nbundle augmentation chain (random transforms of train.json on a cached image): {per_sample:.1f} ms per "
         f"training sample; default train step {step_ms:.0f} ms for {info['batch']} samples"
