@@ -176,3 +176,49 @@ def test_inference_on_a_dicom_folder_writes_nifti_and_seg(tmp_path: Path) -> Non
         assert seg.SegmentSequence[0].SegmentLabel == "membrane"
     else:
         assert not seg_file.exists()
+
+
+@pytest.mark.integration
+def test_torchrun_inference_writes_every_case_once(tmp_path: Path) -> None:
+    """Two processes share a datalist: each case is segmented by exactly one rank."""
+    run_bundle(
+        "training",
+        ["bundles/unet/train.json"],
+        tmp_path,
+        *TINY,
+        "--epochs",
+        "1",
+        "--iterations_per_epoch",
+        "1",
+        "--val_interval",
+        "1",
+    )
+    images = sorted((tmp_path / "data" / "synthetic_em_2d" / "imagesTr").glob("*.nii.gz"))[:5]
+    config = "['bundles/unet/inference.json','bundles/unet/multi_gpu_inference.json']"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "inference",
+        "--config_file",
+        config,
+        "--bundle_root",
+        str(tmp_path),
+        *TINY,
+        "--input",
+        "[" + ",".join(f"'{p}'" for p in images) + "]",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--postprocessing::transforms::0::print_log",
+        "True",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = sorted(p.name for p in (tmp_path / "out").glob("*_seg.nii.gz"))
+    assert written == sorted(p.name.replace(".nii.gz", "_seg.nii.gz") for p in images)
+    log = proc.stdout + proc.stderr
+    assert sum(log.count(f"{p.name.replace('.nii.gz', '')}_seg.nii.gz") for p in images) == len(images)
