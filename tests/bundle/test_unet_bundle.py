@@ -222,3 +222,54 @@ def test_torchrun_inference_writes_every_case_once(tmp_path: Path) -> None:
     assert written == sorted(p.name.replace(".nii.gz", "_seg.nii.gz") for p in images)
     log = proc.stdout + proc.stderr
     assert sum(log.count(f"{p.name.replace('.nii.gz', '')}_seg.nii.gz") for p in images) == len(images)
+
+
+def run_monai_bundle(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.integration
+def test_verify_net_in_out_and_torchscript_export(tmp_path: Path) -> None:
+    """MONAI's own bundle checks: the network matches metadata.json, and ckpt_export's TorchScript model gives
+    the eager model's output."""
+    meta = ["--meta_file", "bundles/unet/metadata.json", "--config_file", "bundles/unet/train.json"]
+    proc = run_monai_bundle("verify_net_in_out", "network_def", *meta, "--bundle_root", str(tmp_path), "--n", "4")
+    assert "verified with no error" in proc.stdout + proc.stderr
+
+    run_bundle(
+        "training",
+        ["bundles/unet/train.json"],
+        tmp_path,
+        *TINY,
+        "--epochs",
+        "1",
+        "--iterations_per_epoch",
+        "1",
+        "--val_interval",
+        "1",
+    )
+    exported = tmp_path / "model.ts"
+    run_monai_bundle(
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(exported),
+        "--ckpt_file",
+        str(tmp_path / "models" / "model.pt"),
+        *meta,
+        "--bundle_root",
+        str(tmp_path),
+        "--features",
+        "[4,8,16]",
+    )
+    scripted = torch.jit.load(str(exported))
+    eager = PaperUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8, 16))
+    eager.load_state_dict(torch.load(tmp_path / "models" / "model.pt", weights_only=True))
+    eager.eval()
+    x = torch.randn(1, 1, *eager.input_shape_for((40, 40)))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), eager(x), atol=1e-5, rtol=1e-5)
