@@ -150,6 +150,6 @@ def test_isbi2012_shared_data(tmp_path):
     items = load_manifest(manifest)
     assert len(items) == 25
     for n, item in enumerate(items):
-        assert Path(item["image"]) == isbi / "train" / "image" / f"{n}.png"
-        assert Path(item["label"]) == isbi / "train" / "label" / f"{n}.png"
+        assert Path(item["image"]) == (isbi / "train" / "image" / f"{n}.png").resolve()
+        assert Path(item["label"]) == (isbi / "train" / "label" / f"{n}.png").resolve()
         assert Path(item["image"]).is_file() and Path(item["label"]).is_file()
