@@ -52,3 +52,22 @@ def test_write_replaces_an_existing_output_whole(tmp_path):
     loaded = LoadImage(image_only=True)(str(target))
     assert set(np.unique(np.asarray(loaded)).tolist()) == {2}
     assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
+
+
+def test_never_writes_over_its_input(tmp_path):
+    source = tmp_path / "image.nii.gz"
+    writer = AtomicNibabelWriter()
+    writer.set_data_array(np.ones((3, 3, 3), dtype=np.float32), channel_dim=None)
+    writer.set_metadata({"affine": np.eye(4)})
+    writer.write(source)
+    before = source.read_bytes()
+    image = LoadImage(image_only=True)(str(source))
+    with pytest.raises(RuntimeError, match="over the input"):  # SaveImage wraps the writer's ValueError
+        SaveImage(
+            output_dir=str(tmp_path),
+            output_postfix="",
+            separate_folder=False,
+            writer=AtomicNibabelWriter,
+            print_log=False,
+        )(image[None] * 2)
+    assert source.read_bytes() == before
