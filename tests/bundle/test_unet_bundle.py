@@ -273,3 +273,44 @@ def test_verify_net_in_out_and_torchscript_export(tmp_path: Path) -> None:
     x = torch.randn(1, 1, *eager.input_shape_for((40, 40)))
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), eager(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.integration
+def test_killed_training_resumes_from_its_last_epoch(tmp_path: Path) -> None:
+    """SIGKILL mid-run, then ``--resume True``: training goes on from the last saved epoch and finishes."""
+    import re
+    import signal
+    import time
+
+    overrides = [*TINY, "--iterations_per_epoch", "2", "--val_interval", "5", "--epochs", "40"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        "bundles/unet/train.json",
+        "--bundle_root",
+        str(tmp_path),
+        *overrides,
+    ]
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while "epoch 3: training state saved" not in log.read_text() and time.time() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    saved = torch.load(tmp_path / "models" / "last.pt", weights_only=True)  # complete, loadable: written atomically
+    epoch = int(saved["trainer"]["iteration"]) // int(saved["trainer"]["epoch_length"])  # ignite keeps iterations
+    assert 3 <= epoch < 40
+
+    resumed = run_bundle("training", ["bundles/unet/train.json"], tmp_path, *overrides, "--resume", "True")
+    completed = [int(n) for n in re.findall(r"Epoch\[(\d+)\] Complete", resumed.stdout + resumed.stderr)]
+    trainer_epochs = sorted(set(completed))
+    assert trainer_epochs[0] == epoch + 1 and trainer_epochs[-1] == 40
+    assert not list((tmp_path / "models").glob(".*.tmp"))
