@@ -39,6 +39,12 @@ def run_bundle(entry: str, config_files: list[str], bundle_root: Path, *override
     return proc
 
 
+def train_tiny(bundle_root: Path) -> None:
+    """One iteration of the 2D bundle with a tiny network: a checkpoint to run inference or export with."""
+    one = ["--epochs", "1", "--iterations_per_epoch", "1", "--val_interval", "1"]
+    run_bundle("training", ["bundles/unet/train.json"], bundle_root, *TINY, *one)
+
+
 def read_metrics(output_dir: Path) -> dict[str, float]:
     with open(output_dir / "metrics.csv") as f:
         return {row[0]: float(row[1]) for row in csv.reader(f) if row}
@@ -181,18 +187,7 @@ def test_inference_on_a_dicom_folder_writes_nifti_and_seg(tmp_path: Path) -> Non
 @pytest.mark.integration
 def test_torchrun_inference_writes_every_case_once(tmp_path: Path) -> None:
     """Two processes share a datalist: each case is segmented by exactly one rank."""
-    run_bundle(
-        "training",
-        ["bundles/unet/train.json"],
-        tmp_path,
-        *TINY,
-        "--epochs",
-        "1",
-        "--iterations_per_epoch",
-        "1",
-        "--val_interval",
-        "1",
-    )
+    train_tiny(tmp_path)
     images = sorted((tmp_path / "data" / "synthetic_em_2d" / "imagesTr").glob("*.nii.gz"))[:5]
     config = "['bundles/unet/inference.json','bundles/unet/multi_gpu_inference.json']"
     cmd = [
@@ -240,18 +235,7 @@ def test_verify_net_in_out_and_torchscript_export(tmp_path: Path) -> None:
     proc = run_monai_bundle("verify_net_in_out", "network_def", *meta, "--bundle_root", str(tmp_path), "--n", "4")
     assert "verified with no error" in proc.stdout + proc.stderr
 
-    run_bundle(
-        "training",
-        ["bundles/unet/train.json"],
-        tmp_path,
-        *TINY,
-        "--epochs",
-        "1",
-        "--iterations_per_epoch",
-        "1",
-        "--val_interval",
-        "1",
-    )
+    train_tiny(tmp_path)
     exported = tmp_path / "model.ts"
     run_monai_bundle(
         "ckpt_export",
