@@ -17,7 +17,8 @@ from unet_monai.networks import PaperUNet
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "unet"
-TINY = ["--features", "[4,8,16]", "--output_patch_size", "[36,36]", "--val_output_patch_size", "[128,128]"]
+TINY_INFER = ["--features", "[4,8,16]", "--val_output_patch_size", "[128,128]"]  # inference.json's ids
+TINY = [*TINY_INFER, "--output_patch_size", "[36,36]"]
 
 
 def run_bundle(entry: str, config_files: list[str], bundle_root: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -74,7 +75,7 @@ def test_training_then_inference_cli(tmp_path: Path) -> None:
     net = PaperUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8, 16))
     net.load_state_dict(state)
 
-    run_bundle("inference", ["bundles/unet/inference.json"], tmp_path, *TINY)
+    run_bundle("inference", ["bundles/unet/inference.json"], tmp_path, *TINY_INFER)
     outputs = sorted((tmp_path / "eval").glob("*_seg.nii.gz"))
     cases = sorted((tmp_path / "data" / "synthetic_em_2d" / "imagesTs").glob("*.nii.gz"))
     assert [o.name.replace("_seg", "") for o in outputs] == [c.name for c in cases]
@@ -203,7 +204,7 @@ def test_torchrun_inference_writes_every_case_once(tmp_path: Path) -> None:
         config,
         "--bundle_root",
         str(tmp_path),
-        *TINY,
+        *TINY_INFER,
         "--input",
         "[" + ",".join(f"'{p}'" for p in images) + "]",
         "--output_dir",
@@ -298,3 +299,42 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     trainer_epochs = sorted(set(completed))
     assert trainer_epochs[0] == epoch + 1 and trainer_epochs[-1] == 40
     assert not list((tmp_path / "models").glob(".*.tmp"))
+
+
+def test_override_parsing_and_check(tmp_path: Path) -> None:
+    """Only the monai.bundle command line is checked; unknown ids are refused with a suggestion."""
+    from unet_monai.overrides import check_overrides, override_keys
+
+    files, keys = override_keys(
+        ["run", "training", "--config_file", "['a.json','b.json']", "--epochs=3", "--train::trainer::max_epochs", "2"]
+    )
+    assert files == ["a.json", "b.json"] and keys == ["epochs", "train::trainer::max_epochs"]
+    cli = "/site-packages/monai/bundle/__main__.py"
+    train = str(BUNDLE / "train.json")
+    check_overrides(
+        [cli, "run", "training", "--config_file", train, "--epochs", "1", "--train::trainer::max_epochs", "1"]
+    )
+    with pytest.raises(ValueError, match=r"--epoch names no config id .*did you mean --epochs"):
+        check_overrides([cli, "run", "training", "--config_file", train, "--epoch", "1"])
+    check_overrides(["pytest", "--epoch", "1"])  # not the bundle command line: nothing to check
+
+
+@pytest.mark.integration
+def test_cli_refuses_a_misspelt_override(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        "bundles/unet/train.json",
+        "--bundle_root",
+        str(tmp_path),
+        "--epoch",
+        "1",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "--epoch names no config id" in proc.stdout + proc.stderr
+    assert not (tmp_path / "models").exists()  # refused before any training
