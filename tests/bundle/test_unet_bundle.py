@@ -21,21 +21,17 @@ TINY_INFER = ["--features", "[4,8,16]", "--val_output_patch_size", "[128,128]"] 
 TINY = [*TINY_INFER, "--output_patch_size", "[36,36]"]
 
 
-def run_bundle(entry: str, config_files: list[str], bundle_root: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle run <entry>`` from the repository root, as the README does."""
+def bundle_command(entry: str, config_files: list[str], bundle_root: Path, *overrides: str) -> list[str]:
+    """``python -m monai.bundle run <entry> --config_file ... --bundle_root ... <overrides>``, as the README has it."""
     config = config_files[0] if len(config_files) == 1 else "[" + ",".join(f"'{c}'" for c in config_files) + "]"
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        entry,
-        "--config_file",
-        config,
-        "--bundle_root",
-        str(bundle_root),
-    ]
-    proc = subprocess.run(cmd + list(overrides), cwd=REPO, capture_output=True, text=True, timeout=600)
+    run = [sys.executable, "-m", "monai.bundle", "run", entry, "--config_file", config]
+    return [*run, "--bundle_root", str(bundle_root), *overrides]
+
+
+def run_bundle(entry: str, config_files: list[str], bundle_root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """Run the bundle from the repository root and require success."""
+    cmd = bundle_command(entry, config_files, bundle_root, *overrides)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -268,18 +264,7 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     import time
 
     overrides = [*TINY, "--iterations_per_epoch", "2", "--val_interval", "5", "--epochs", "40"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        "bundles/unet/train.json",
-        "--bundle_root",
-        str(tmp_path),
-        *overrides,
-    ]
+    cmd = bundle_command("training", ["bundles/unet/train.json"], tmp_path, *overrides)
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
@@ -321,19 +306,7 @@ def test_override_parsing_and_check(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_cli_refuses_a_misspelt_override(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        "bundles/unet/train.json",
-        "--bundle_root",
-        str(tmp_path),
-        "--epoch",
-        "1",
-    ]
+    cmd = bundle_command("training", ["bundles/unet/train.json"], tmp_path, "--epoch", "1")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "--epoch names no config id" in proc.stdout + proc.stderr

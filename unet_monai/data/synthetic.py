@@ -19,6 +19,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from unet_monai.io.atomic import atomic_path
+
 __all__ = ["synthetic_em_volume", "make_synthetic_em"]
 
 logger = logging.getLogger(__name__)
@@ -78,9 +80,8 @@ def synthetic_em_volume(
 
 def _write_nifti(array: np.ndarray, path: Path) -> None:
     """Write ``array`` with an identity affine (1 mm voxels), atomically: temporary file, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(nib.Nifti1Image(array, np.eye(4)), str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp.nii.gz") as tmp:
+        nib.save(nib.Nifti1Image(array, np.eye(4)), str(tmp))
 
 
 def make_synthetic_em(
@@ -160,7 +161,6 @@ def make_synthetic_em(
         "generator": generator,
         **lists,
     }
-    tmp = datalist_path.with_name(".datalist.json.tmp")
-    tmp.write_text(json.dumps(datalist, indent=2))
-    os.replace(tmp, datalist_path)
+    with atomic_path(datalist_path) as tmp:
+        tmp.write_text(json.dumps(datalist, indent=2))
     return str(datalist_path)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+
+from unet_monai.io.atomic import atomic_path
 
 __all__ = ["EpochCheckpointSaver"]
 
@@ -40,12 +41,6 @@ class EpochCheckpointSaver:
 
     def __call__(self, engine: Engine) -> None:
         state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)  # only still there when saving failed
         logger.info("epoch %d: training state saved to %s", engine.state.epoch, self.path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from unet_monai.io.atomic import atomic_path
 from unet_monai.io.dicom import DicomSeriesReader
 
 __all__ = ["write_dicom_seg", "SaveDicomSegd"]
@@ -118,14 +118,8 @@ def write_dicom_seg(
         device_serial_number="0",
         series_description=series_description,
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         seg.save_as(tmp)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # only still there when writing failed
     return target
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from monai.data import NibabelWriter
+
+from unet_monai.io.atomic import atomic_path
 
 __all__ = ["AtomicNibabelWriter"]
 
@@ -22,6 +23,10 @@ class AtomicNibabelWriter(NibabelWriter):
     ``SaveImaged(..., writer="unet_monai.io.AtomicNibabelWriter")`` or in code as MONAI's writer.
     """
 
+    def __init__(self, output_dtype: Any = None, **kwargs: Any) -> None:
+        super().__init__(output_dtype=output_dtype, **kwargs)
+        self.source: Path | None = None  # the file the data came from, never overwritten
+
     def set_metadata(self, meta_dict: Mapping | None = None, resample: bool = True, **options: Any) -> None:
         source = (meta_dict or {}).get("filename_or_obj")
         self.source = Path(str(source)).resolve() if source else None
@@ -29,14 +34,8 @@ class AtomicNibabelWriter(NibabelWriter):
 
     def write(self, filename: str | os.PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
         target = Path(filename)
-        if getattr(self, "source", None) is not None and target.resolve() == self.source:
+        if self.source is not None and target.resolve() == self.source:
             raise ValueError(f"refusing to write over the input {target}; choose another output_dir or postfix.")
-        target.parent.mkdir(parents=True, exist_ok=True)
         suffix = "".join(target.suffixes) or ".nii.gz"  # nibabel picks the format and compression from it
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-        os.close(fd)
-        try:
+        with atomic_path(target, suffix=f".tmp{suffix}") as tmp:
             super().write(tmp, verbose=verbose, **obj_kwargs)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)  # only still there when writing failed

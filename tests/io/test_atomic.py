@@ -1,0 +1,27 @@
+"""atomic_path: the target is replaced whole on success and untouched on failure."""
+
+from __future__ import annotations
+
+import pytest
+
+from unet_monai.io.atomic import atomic_path
+
+
+def test_success_replaces_the_target(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target
+        tmp.write_text("new")
+        assert not target.exists()  # nothing under the final name until the block ends
+    assert target.read_text() == "new"
+    assert [p.name for p in target.parent.iterdir()] == ["out.txt"]
+
+
+def test_failure_keeps_the_old_target_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
