@@ -29,9 +29,15 @@ __all__ = ["load_manifest", "manifest_data_root", "manifest_labels", "inference_
 _LABELLED_SPLITS = ("training", "validation")
 
 
-def manifest_data_root(path: str | os.PathLike) -> Path:
-    """The folder that the manifest's relative paths start from."""
+def manifest_data_root(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> Path:
+    """The folder that the manifest's relative paths start from: ``data_root`` when given (a user's copy of
+    the data), else the manifest's own ``data_root`` (relative to the manifest's folder), else that folder."""
     path = Path(path)
+    if data_root is not None and str(data_root) != "":
+        root_dir = Path(data_root).expanduser().resolve()
+        if not root_dir.is_dir():
+            raise FileNotFoundError(f"data_root {data_root} (for manifest {path}) is not a folder.")
+        return root_dir
     data = _read_json(path)
     root = data.get("data_root")
     return (path.parent / root).resolve() if root else path.parent.resolve()
@@ -49,13 +55,19 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def load_manifest(path: str | os.PathLike, split: str = "training", check_files: bool = True) -> list[dict]:
+def load_manifest(
+    path: str | os.PathLike,
+    split: str = "training",
+    check_files: bool = True,
+    data_root: str | os.PathLike | None = None,
+) -> list[dict]:
     """Load one split of a manifest as a list of dicts with absolute paths, ready for a MONAI ``Dataset``.
 
     Args:
         path: the manifest JSON file.
         split: ``"training"``, ``"validation"``, ``"test"`` or any other list key of the manifest.
         check_files: raise if an image or label file is missing.
+        data_root: where the relative paths start, overriding the manifest's own ``data_root``.
 
     Raises:
         FileNotFoundError: the manifest or a file it names is missing (the message names the entry).
@@ -75,7 +87,7 @@ def load_manifest(path: str | os.PathLike, split: str = "training", check_files:
             raise ValueError(f"manifest {path}: {split}[{i}] must be a dict with an 'image' key, got {entry!r}.")
         if split in _LABELLED_SPLITS and "label" not in entry:
             raise ValueError(f"manifest {path}: {split}[{i}] ({entry['image']}) has no 'label'.")
-    items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=split, base_dir=manifest_data_root(path))
+    items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=split, base_dir=manifest_data_root(path, data_root))
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
         for key in ("image", "label"):
@@ -105,14 +117,18 @@ def manifest_labels(path: str | os.PathLike) -> dict[int, str]:
 
 
 def inference_items(
-    input: str | os.PathLike | list | None, manifest: str | os.PathLike | None, split: str = "test"
+    input: str | os.PathLike | list | None,
+    manifest: str | os.PathLike | None,
+    split: str = "test",
+    data_root: str | os.PathLike | None = None,
 ) -> list[dict]:
     """What to segment, for ``inference.json``: ``input`` (an image file, a DICOM series folder, a list of
-    them, or a datalist JSON), or else the ``split`` list of ``manifest``. Paths must exist."""
+    them, or a datalist JSON), or else the ``split`` list of ``manifest`` (paths from ``data_root`` when
+    given). Paths must exist."""
     if input is None or input == "":
         if manifest is None:
             raise ValueError("give an input (file, DICOM folder, list or datalist) or a manifest.")
-        return load_manifest(manifest, split)
+        return load_manifest(manifest, split, data_root=data_root)
     if isinstance(input, (str, os.PathLike)) and str(input).endswith(".json"):
         return load_manifest(input, split)
     paths = input if isinstance(input, (list, tuple)) else [input]
