@@ -1,0 +1,147 @@
+"""Per-case scores of an evaluation run, written as ``per_case.csv`` and ``summary.json``.
+
+Why our own: MONAI's ``MetricsSaver`` writes one CSV per metric and no JSON summary, and its metric handlers
+have no Rand / information scores; here every score of a case is one CSV row (``unet_monai.metrics.case_scores``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from unet_monai.engines.engine_output import decollated_items
+from unet_monai.io.atomic import atomic_path
+from unet_monai.metrics.case_scores import case_scores
+
+__all__ = ["CaseMetricsReport", "case_name"]
+
+logger = logging.getLogger(__name__)
+
+
+def case_name(item: Mapping[str, Any], keys: Sequence[str] = ("image", "label", "pred")) -> str:
+    """The name of a case: its datalist ``case_id``, else the file name of its image (from the MetaTensor's
+    ``filename_or_obj``), else ``"?"``."""
+    if item.get("case_id"):
+        return str(item["case_id"])
+    for key in keys:
+        meta = getattr(item.get(key), "meta", None) or {}
+        name = meta.get("filename_or_obj")
+        if name:
+            return Path(str(name)).name
+    return "?"
+
+
+def _spacing(labels: Any, spatial_dims: int) -> list[float] | None:
+    affine = getattr(labels, "affine", None)
+    if affine is None:
+        return None
+    matrix = torch.as_tensor(affine, dtype=torch.float64)[:spatial_dims, :spatial_dims]
+    return [float(v) for v in torch.linalg.norm(matrix, dim=0)]
+
+
+class CaseMetricsReport:
+    """Score each case an evaluator sees; at the end write ``per_case.csv`` and ``summary.json`` atomically.
+
+    Attach to a MONAI ``SupervisedEvaluator`` (``val_handlers``) whose output, after postprocessing, holds
+    integer label maps ``(1, H, W[, D])`` under ``pred_key`` and ``label_key``.
+
+    Args:
+        output_dir: where the files go.
+        classes: foreground label value -> name, the classes to score (``{1: "membrane"}``).
+        boundary_class: the membrane label for the ISBI 2012 EM scores (V_Rand, V_Info), or None.
+        hd95: also the 95th-percentile Hausdorff distance, in mm (spacing from the label's affine).
+        pred_key, label_key: the keys of the prediction and of the ground truth in the engine output.
+        prefix: start of the file names (``prefix + "per_case.csv"``).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        classes: Mapping[int | str, str],
+        boundary_class: int | None = None,
+        hd95: bool = False,
+        pred_key: str = "pred",
+        label_key: str = "label",
+        prefix: str = "",
+    ) -> None:
+        try:
+            self.classes = {int(value): str(name) for value, name in classes.items()}
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"classes must map integer label values to names, got {classes!r}.") from err
+        if not self.classes:
+            raise ValueError("classes must name at least one foreground label value to score.")
+        self.output_dir = Path(output_dir)
+        self.boundary_class = boundary_class
+        self.hd95 = hd95
+        self.pred_key = pred_key
+        self.label_key = label_key
+        self.csv_path = self.output_dir / f"{prefix}per_case.csv"
+        self.summary_path = self.output_dir / f"{prefix}summary.json"
+        self.rows: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.score)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        self.rows = []
+
+    def score(self, engine: Engine) -> None:
+        outputs = decollated_items(engine.state.output)
+        batch = decollated_items(engine.state.batch, len(outputs))
+        for output, item in zip(outputs, batch):
+            pred, label = output[self.pred_key], output[self.label_key]
+            name = case_name({**item, **output})
+            spatial_dims = pred.ndim - 1
+            scores = case_scores(
+                pred,
+                label,
+                self.classes,
+                spacing=_spacing(label, spatial_dims),
+                hd95=self.hd95,
+                boundary_class=self.boundary_class,
+            )
+            self.rows.append({"case": name, **scores})
+            logger.info("%s: %s", name, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+
+    def summary(self) -> dict[str, Any]:
+        """Mean, standard deviation, median, minimum and maximum of every score over the cases (NaN ignored)."""
+        metrics: dict[str, dict[str, float | int]] = {}
+        names = [k for k in self.rows[0] if k != "case"] if self.rows else []
+        for name in names:
+            values = np.array([row[name] for row in self.rows], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            stats: dict[str, float | int] = {"n": int(finite.size)}
+            if finite.size:
+                stats.update(
+                    mean=float(finite.mean()),
+                    std=float(finite.std()),
+                    median=float(np.median(finite)),
+                    min=float(finite.min()),
+                    max=float(finite.max()),
+                )
+            metrics[name] = stats
+        return {"cases": len(self.rows), "metrics": metrics}
+
+    def write(self, engine: Engine | None = None) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        names = ["case"] + ([k for k in self.rows[0] if k != "case"] if self.rows else [])
+        with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=names)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        summary = self.summary()
+        with atomic_path(self.summary_path) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+        means = ", ".join(f"{k} {v['mean']:.4f}" for k, v in summary["metrics"].items() if "mean" in v)
+        logger.info("%d cases: %s; written to %s and %s", len(self.rows), means, self.csv_path, self.summary_path)
