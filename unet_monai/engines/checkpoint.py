@@ -3,6 +3,10 @@
 Why our own: MONAI's ``CheckpointSaver`` writes through ignite's ``DiskSaver`` with ``atomic=False`` (so that
 files get group permissions), which can leave a truncated checkpoint under its final name when the process
 is killed mid-write. Loading stays with MONAI's ``CheckpointLoader`` (``weights_only=True``).
+
+In a distributed run it behaves like MONAI's ``CheckpointSaver`` (ignite's ``Checkpoint``): a network wrapped in
+``DistributedDataParallel`` or ``DataParallel`` is saved as its ``.module``, so the file holds plain keys (no
+``module.`` prefix) that load into the bare network, and only one rank (``save_on_rank``, 0) writes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 from unet_monai.io.atomic import atomic_path
@@ -22,25 +27,44 @@ __all__ = ["EpochCheckpointSaver"]
 logger = logging.getLogger(__name__)
 
 
+def _state_dict(obj: Any) -> dict[str, Any]:
+    """``obj.state_dict()``, of the wrapped module for ``DataParallel`` / ``DistributedDataParallel``."""
+    if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        obj = obj.module
+    return obj.state_dict()
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 class EpochCheckpointSaver:
     """Save ``save_dict``'s state dicts to ``path`` at the end of every epoch: temporary file, then rename.
 
     Args:
         path: the checkpoint file (``last.pt``); it always holds one complete epoch.
-        save_dict: name -> object with ``state_dict()`` (network, optimizer, the trainer itself).
+        save_dict: name -> object with ``state_dict()`` (network, optimizer, the trainer itself). A network
+            wrapped in ``DistributedDataParallel`` or ``DataParallel`` is saved unwrapped (keys without ``module.``).
+        save_on_rank: in a distributed run (``torch.distributed`` initialized), the rank that writes; the others
+            do nothing. Ignored otherwise.
     """
 
-    def __init__(self, path: str | os.PathLike, save_dict: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike, save_dict: dict[str, Any], save_on_rank: int = 0) -> None:
         if not save_dict:
             raise ValueError("save_dict must name at least one object to save.")
+        if save_on_rank < 0:
+            raise ValueError(f"save_on_rank must be a rank (>= 0), got {save_on_rank}.")
         self.path = Path(path)
         self.save_dict = save_dict
+        self.save_on_rank = save_on_rank
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
+        if _distributed() and dist.get_rank() != self.save_on_rank:
+            return
+        state = {name: _state_dict(obj) for name, obj in self.save_dict.items()}
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         logger.info("epoch %d: training state saved to %s", engine.state.epoch, self.path)
