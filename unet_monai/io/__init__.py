@@ -3,6 +3,7 @@
 from unet_monai.io.dicom import DicomSeries, DicomSeriesReader, find_dicom_series
 from unet_monai.io.dicom_seg import SaveDicomSegd, write_dicom_seg
 from unet_monai.io.manifest import inference_items, load_manifest, manifest_data_root, manifest_labels
+from unet_monai.io.paths import contained_path, safe_filename
 from unet_monai.io.readers import StrictLoadImaged
 from unet_monai.io.tiff import TiffStackReader
 from unet_monai.io.writers import AtomicNibabelWriter
@@ -20,4 +21,6 @@ __all__ = [
     "inference_items",
     "manifest_labels",
     "manifest_data_root",
+    "safe_filename",
+    "contained_path",
 ]

@@ -30,6 +30,13 @@ __all__ = ["DicomSeriesReader", "DicomSeries", "find_dicom_series"]
 logger = logging.getLogger(__name__)
 
 _SELECT = ("only", "most_slices")
+# SOP classes whose Image Plane module (position, orientation) is mandatory: such a file without it is damaged
+_PLANE_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.128": "PET Image Storage",
+}
+_SLICE_KEYS = ("SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient")
 _IRREGULAR = ("error", "resample")
 
 
@@ -49,9 +56,10 @@ class DicomSeries:
 def find_dicom_series(folder: str | os.PathLike, recursive: bool = False) -> dict[str, DicomSeries]:
     """Group the DICOM image files of ``folder`` by SeriesInstanceUID; other files are skipped.
 
-    A file counts as an image slice when pydicom reads it and it has SeriesInstanceUID, PixelData (tag
-    present), ImagePositionPatient and ImageOrientationPatient; SEG, RTSTRUCT, DICOMDIR and non-DICOM files
-    are left out.
+    A file counts as an image slice when pydicom reads it and it has SeriesInstanceUID, ImagePositionPatient
+    and ImageOrientationPatient; SEG, RTSTRUCT, DICOMDIR and non-DICOM files (no ``DICM`` marker) are left out.
+    A DICOM file whose header cannot be parsed, or a CT, MR or PET image without those fields (which the
+    standard requires: a truncated file), raises ``ValueError`` naming it instead of silently dropping a slice.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -64,15 +72,29 @@ def find_dicom_series(folder: str | os.PathLike, recursive: bool = False) -> dic
     for path in paths:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError) as err:
-            logger.debug("skipping %s: not a readable DICOM file (%s)", path, err)
+        except InvalidDicomError as err:  # no 'DICM' marker: not a DICOM file
+            logger.debug("skipping %s: not a DICOM file (%s)", path, err)
             continue
-        if not all(k in ds for k in ("SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient")):
+        except Exception as err:  # pydicom raises many types on a damaged header
+            raise ValueError(
+                f"{path} is a DICOM file whose header cannot be read ({type(err).__name__}: {err}); "
+                "repair it or move it out of the folder."
+            ) from err
+        missing = [k for k in _SLICE_KEYS if k not in ds]
+        if missing:
+            sop_class = _text(ds, "SOPClassUID", path) or _text(
+                getattr(ds, "file_meta", {}), "MediaStorageSOPClassUID", path
+            )
+            if sop_class in _PLANE_CLASSES:
+                raise ValueError(
+                    f"{path} is a {_PLANE_CLASSES[sop_class]} file without {', '.join(missing)}: it is truncated or "
+                    "damaged; repair it or move it out of the folder."
+                )
             logger.debug("skipping %s: not an image slice (no series UID or geometry)", path)
             continue
-        uid = str(ds.SeriesInstanceUID)
+        uid = _text(ds, "SeriesInstanceUID", path)  # may be empty in anonymised data: one group
         entry = series.setdefault(
-            uid, DicomSeries(uid, str(ds.get("Modality", "")), str(ds.get("SeriesDescription", "")))
+            uid, DicomSeries(uid, _text(ds, "Modality", path), _text(ds, "SeriesDescription", path))
         )
         entry.files.append(str(path))
     return series
@@ -179,15 +201,15 @@ class DicomSeriesReader(ImageReader):
     ) -> tuple[DicomSeries, list, list]:
         """The chosen series of ``folder``: its pydicom datasets and files in slice order (ascending position
         along the slice normal), after checking that orientation and size agree and no position repeats."""
-        import pydicom
-
         folder = str(folder)
         series = self.choose_series(folder)
-        datasets = [pydicom.dcmread(f, stop_before_pixels=stop_before_pixels) for f in series.files]
-        first = datasets[0]
-        orientation = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
+        datasets = [_read(f, stop_before_pixels) for f in series.files]
         for ds, path in zip(datasets, series.files):
-            if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=np.float64), orientation, atol=1e-4):
+            _check_header(ds, path)
+        first = datasets[0]
+        orientation = _numbers(first, "ImageOrientationPatient", 6, series.files[0])
+        for ds, path in zip(datasets, series.files):
+            if not np.allclose(_numbers(ds, "ImageOrientationPatient", 6, path), orientation, atol=1e-4):
                 raise ValueError(
                     f"DICOM series {series.uid} in {folder}: {path} has ImageOrientationPatient "
                     f"{list(ds.ImageOrientationPatient)}, others {orientation.tolist()}; mixed orientations."
@@ -222,7 +244,12 @@ class DicomSeriesReader(ImageReader):
         normal = _normal(first)
         positions = np.array([_position(ds) for ds in datasets])
         along = positions @ normal
-        step = float(np.median(np.diff(along))) if len(datasets) > 1 else float(first.get("SliceThickness", 1.0))
+        if len(datasets) > 1:
+            step = float(np.median(np.diff(along)))
+        else:
+            step = _number(first, "SliceThickness", 1.0, files[0])
+            if step <= 0:
+                raise ValueError(f"{files[0]}: SliceThickness must be > 0 for a single-slice series, got {step}.")
         slice_vector = normal * step
         if len(datasets) > 1:
             direction = (positions[-1] - positions[0]) / np.linalg.norm(positions[-1] - positions[0])
@@ -254,7 +281,7 @@ class DicomSeriesReader(ImageReader):
             logger.warning("DICOM series %s: %s; resampling to a uniform %.3f mm grid", series.uid, what, step)
             pixels, along = _resample_slices(pixels, along, step)
 
-        col_spacing, row_spacing = (float(v) for v in reversed(first.PixelSpacing))  # PixelSpacing = row, column
+        row_spacing, col_spacing = (float(v) for v in _numbers(first, "PixelSpacing", 2, files[0]))  # row, column
         affine = np.eye(4)
         affine[:3, 0] = row_dir * col_spacing  # array axis 0: columns
         affine[:3, 1] = col_dir * row_spacing  # array axis 1: rows
@@ -262,6 +289,11 @@ class DicomSeriesReader(ImageReader):
         affine[:3, 3] = positions[0]
         if self.affine_lps_to_ras:
             affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+        if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            raise ValueError(
+                f"DICOM series {series.uid} in {folder}: positions, orientation and spacing give no usable "
+                f"affine (infinite or singular): {affine.tolist()}."
+            )
         array = np.ascontiguousarray(np.swapaxes(pixels, 0, 1))  # (columns, rows, slices)
         meta = {
             MetaKeys.AFFINE: affine.copy(),
@@ -292,9 +324,81 @@ class DicomSeriesReader(ImageReader):
             ) from err
         if values.ndim != 2:
             raise ValueError(f"{path}: expected a single-frame 2D slice, got pixel array of shape {values.shape}.")
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-        return (values.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+        slope, intercept = _number(ds, "RescaleSlope", 1.0, path), _number(ds, "RescaleIntercept", 0.0, path)
+        with np.errstate(over="ignore", invalid="ignore"):
+            pixels = (values.astype(np.float32) * np.float32(slope or 1.0) + np.float32(intercept)).astype(np.float32)
+        if not np.all(np.isfinite(pixels)):
+            raise ValueError(
+                f"{path}: RescaleSlope {slope} and RescaleIntercept {intercept} give values beyond float32 range."
+            )
+        return pixels
+
+
+def _read(path: str, stop_before_pixels: bool) -> Any:
+    """One file's dataset, or a ValueError naming the file."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except Exception as err:  # pydicom raises many types on damaged files
+        raise ValueError(f"{path}: cannot read this DICOM file ({type(err).__name__}: {err}).") from err
+
+
+def _text(ds: Any, keyword: str, path: str | os.PathLike) -> str:
+    """A header value as text ("" when absent), or a ValueError naming the file when pydicom cannot decode it."""
+    try:
+        return str(ds.get(keyword, "") or "")
+    except Exception as err:  # values are decoded lazily, and a damaged one can raise anything
+        raise ValueError(f"{path}: cannot decode {keyword} ({type(err).__name__}: {err}).") from err
+
+
+def _numbers(ds: Any, keyword: str, count: int, path: str | os.PathLike) -> np.ndarray:
+    """``count`` finite numbers from header field ``keyword``, or a ValueError naming the file and the field."""
+    try:
+        value = ds.get(keyword)
+        values = [value] if count == 1 and not isinstance(value, (list, tuple, Sequence)) else list(value)
+        numbers = np.array([float(v) for v in values], dtype=np.float64)
+    except Exception as err:  # absent (None), not numbers, or a value pydicom cannot decode
+        raise ValueError(f"{path}: {keyword} must be {count} number(s), got {_show(ds, keyword)}.") from err
+    if numbers.shape != (count,) or not np.all(np.isfinite(numbers)):
+        raise ValueError(f"{path}: {keyword} must be {count} finite number(s), got {numbers.tolist()}.")
+    return numbers
+
+
+def _number(ds: Any, keyword: str, default: float, path: str | os.PathLike) -> float:
+    """An optional single number: ``default`` when the field is absent or empty."""
+    try:
+        value = ds.get(keyword)
+    except Exception:  # undecodable: _numbers reports it
+        value = ...
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    return float(_numbers(ds, keyword, 1, path)[0])
+
+
+def _show(ds: Any, keyword: str) -> str:
+    try:
+        return repr(ds.get(keyword))[:200]
+    except Exception:  # the value itself cannot be decoded
+        return "an undecodable value"
+
+
+def _check_header(ds: Any, path: str) -> None:
+    """The fields the geometry needs, present and well formed; a ValueError that names the file otherwise."""
+    for keyword in ("Rows", "Columns"):
+        size = _numbers(ds, keyword, 1, path)[0]
+        if size < 1 or size != int(size):
+            raise ValueError(f"{path}: {keyword} must be a positive integer, got {size}.")
+    orientation = _numbers(ds, "ImageOrientationPatient", 6, path)
+    row, col = orientation[:3], orientation[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:
+        raise ValueError(
+            f"{path}: ImageOrientationPatient must be two orthogonal unit vectors, got {orientation.tolist()}."
+        )
+    _numbers(ds, "ImagePositionPatient", 3, path)
+    spacing = _numbers(ds, "PixelSpacing", 2, path)
+    if np.any(spacing <= 0):
+        raise ValueError(f"{path}: PixelSpacing must be positive, got {spacing.tolist()}.")
 
 
 def _normal(ds: Any) -> np.ndarray:
@@ -310,6 +414,11 @@ def _position(ds: Any) -> np.ndarray:
 def _resample_slices(pixels: np.ndarray, along: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
     """Linear interpolation of ``pixels`` ``(rows, cols, n)`` at positions ``along`` onto a uniform grid."""
     count = int(round((along[-1] - along[0]) / step)) + 1
+    if count > 2 * len(along):
+        raise ValueError(
+            f"resampling {len(along)} slices at a {step:.3f} mm step would give {count} slices: more than half of "
+            "the series is missing, or a slice position is wrong."
+        )
     target = along[0] + step * np.arange(count)
     upper = np.clip(np.searchsorted(along, target, side="right"), 1, len(along) - 1)
     lower = upper - 1

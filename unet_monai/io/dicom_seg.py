@@ -19,6 +19,7 @@ from monai.transforms import MapTransform
 
 from unet_monai.io.atomic import atomic_path
 from unet_monai.io.dicom import DicomSeriesReader
+from unet_monai.io.paths import contained_path, safe_filename
 
 __all__ = ["write_dicom_seg", "SaveDicomSegd"]
 
@@ -126,8 +127,9 @@ def write_dicom_seg(
 class SaveDicomSegd(MapTransform):
     """Write the label map under ``keys`` as DICOM SEG for items that came from a DICOM series folder.
 
-    The SEG goes to ``output_dir/<folder name>_<output_postfix>.dcm``; items read from other files are
-    passed through untouched (their NIfTI output is written by ``SaveImaged``).
+    The SEG goes to ``output_dir/<folder name>_<output_postfix>.dcm`` (the name passed through
+    :func:`~unet_monai.io.paths.safe_filename`, so it stays inside ``output_dir``; no DICOM tag is part of it);
+    items read from other files are passed through untouched (their NIfTI output is written by ``SaveImaged``).
 
     Args:
         keys: label-map keys (``(1, X, Y, Z)`` integer labels on the series grid).
@@ -159,11 +161,9 @@ class SaveDicomSegd(MapTransform):
             if not source or not Path(str(source)).is_dir():
                 logger.debug("%s: not from a DICOM folder, no SEG written", source)
                 continue
-            name = Path(str(source)).name
+            name = safe_filename(f"{Path(str(source)).name}_{self.output_postfix}", default="series") + ".dcm"
             if not np.any(np.asarray(d[key])):
                 logger.warning("%s: the segmentation is empty; a DICOM SEG needs a segment, none written", source)
                 continue
-            write_dicom_seg(
-                d[key], source, self.output_dir / f"{name}_{self.output_postfix}.dcm", self.label_names, self.reader
-            )
+            write_dicom_seg(d[key], source, contained_path(self.output_dir, name), self.label_names, self.reader)
         return d

@@ -1,4 +1,6 @@
-"""Transforms the paper needs and MONAI lacks: elastic deformation on a coarse grid, the border weight map.
+"""Transforms the paper needs and MONAI lacks: elastic deformation on a coarse grid, the border weight map; and
+:class:`CheckImaged`, checks of loaded data (NaN, dimensionality, channels, image and label on one grid) whose
+errors name the file.
 
 For the rest, use MONAI's own transforms, which already do exactly the job:
 
@@ -14,7 +16,8 @@ For the rest, use MONAI's own transforms, which already do exactly the job:
   roi_size=network.output_shape(patch_size))``, or ``crop_keys`` of :class:`RandElasticGridd`.
 """
 
-from unet_monai.transforms.dictionary import BorderWeightMapd, RandElasticGridd
+from unet_monai.transforms.check import CheckImage, check_same_grid
+from unet_monai.transforms.dictionary import BorderWeightMapd, CheckImaged, RandElasticGridd
 from unet_monai.transforms.elastic import RandElasticGrid, cubic_upsample_matrix, dense_displacement
 from unet_monai.transforms.weight_map import BorderWeightMap, border_weight_map
 
@@ -26,4 +29,7 @@ __all__ = [
     "border_weight_map",
     "cubic_upsample_matrix",
     "dense_displacement",
+    "CheckImage",
+    "CheckImaged",
+    "check_same_grid",
 ]

@@ -10,10 +10,11 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
+from unet_monai.transforms.check import GRAYSCALE_PIL_MODES, CheckImage, check_same_grid
 from unet_monai.transforms.elastic import RandElasticGrid
 from unet_monai.transforms.weight_map import BorderWeightMap
 
-__all__ = ["RandElasticGridd", "BorderWeightMapd"]
+__all__ = ["RandElasticGridd", "BorderWeightMapd", "CheckImaged"]
 
 
 class RandElasticGridd(RandomizableTransform, MapTransform):
@@ -107,4 +108,47 @@ class BorderWeightMapd(MapTransform):
         d = dict(data)
         for key, output_key, cells_key in self.key_iterator(d, self.output_keys, self.cells_keys):
             d[output_key] = self.weight_map(d[key], d[cells_key] if cells_key is not None else None)
+        return d
+
+
+class CheckImaged(MapTransform):
+    """Dictionary version of :class:`CheckImage`: every key is checked, then all keys must lie on one grid
+    (the spatial shape and affine of the first key, see :func:`check_same_grid`). Data pass through unchanged.
+
+    Args:
+        keys: keys to check (``["image", "label"]``).
+        channels: expected channels, one value or one per key.
+        same_grid: require one spatial shape and affine over all keys.
+        affine_tolerance: allowed affine difference, in voxels of the first key.
+        allow_missing_keys: skip keys that are absent.
+        Other arguments: see :class:`CheckImage`.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_dims: int | None = None,
+        channels: Sequence[int | None] | int | None = None,
+        finite: bool = True,
+        pil_modes: Sequence[str] | None = GRAYSCALE_PIL_MODES,
+        same_grid: bool = True,
+        affine_tolerance: float = 1e-3,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.checks = [
+            CheckImage(spatial_dims, c, finite, pil_modes) for c in ensure_tuple_rep(channels, len(self.keys))
+        ]
+        self.same_grid = same_grid
+        self.affine_tolerance = affine_tolerance
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        first: Hashable | None = None
+        for key, check in self.key_iterator(d, self.checks):
+            check(d[key], name=str(key))
+            if first is None:
+                first = key
+            elif self.same_grid:
+                check_same_grid(d[first], d[key], (str(first), str(key)), self.affine_tolerance)
         return d
