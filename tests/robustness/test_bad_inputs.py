@@ -110,7 +110,7 @@ def test_2d_where_3d_is_expected(nifti_file: Callable[..., Path]) -> None:
 
 def test_zero_length_dimension(nifti_file: Callable[..., Path]) -> None:
     path = nifti_file("empty.nii.gz", np.zeros((12, 0, 6), np.float32))
-    with raises(ValueError, path, "holds no voxels", r"\(12, 0, 6\)"):
+    with raises(ValueError, path, "holds no voxels", r"spatial shape in the header \(12, 0, 6\)"):
         load({"image": str(path)})
 
 
@@ -211,7 +211,7 @@ def test_unsupported_transfer_syntax(
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda ds: delattr(ds, "PixelSpacing"), "PixelSpacing must be 2 number"),
+        (lambda ds: delattr(ds, "PixelSpacing"), "PixelSpacing must be 2 number.*missing"),
         (lambda ds: delattr(ds, "Rows"), "Rows must be 1 number"),
         (lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1]), "ImageOrientationPatient must be 6"),
         (lambda ds: setattr(ds, "ImageOrientationPatient", [0] * 6), "two orthogonal unit vectors"),

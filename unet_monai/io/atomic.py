@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,9 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
 
     Raises:
         OSError: the write failed (a full disk, ``ENOSPC``; a file size limit, ``EFBIG``; no permission): the
-            same ``errno``, with a message that names ``target`` and says it was left unchanged.
+            same ``errno``, with a message that names ``target`` and says what was left there.
+        RuntimeError: the writer failed otherwise (``torch.save`` reports a full disk as ``RuntimeError``
+            "unexpected pos"): the message names ``target`` and the free space; chained from the writer's error.
     """
     target = Path(target)
     tmp: Path | None = None
@@ -36,9 +39,20 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
         yield tmp
         os.replace(tmp, target)
     except OSError as err:
-        kept = "the older file was kept" if target.exists() else "nothing was written under that name"
-        message = f"cannot write {target}: {err.strerror or err} ({kept})"
+        message = f"cannot write {target}: {err.strerror or err} ({_left(target)})"
         raise (OSError(err.errno, message) if err.errno else OSError(message)) from err
+    except Exception as err:  # any writer's failure: name the file it was writing
+        raise RuntimeError(f"cannot write {target}: {type(err).__name__}: {err} ({_left(target)})") from err
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)  # only still there when writing failed
+
+
+def _left(target: Path) -> str:
+    """What a failed write left under ``target``, and the free space there."""
+    kept = "the older file was kept" if target.exists() else "nothing was written under that name"
+    try:
+        free = shutil.disk_usage(target.parent).free
+    except OSError:
+        return kept
+    return f"{kept}; {free / 2**20:.0f} MiB free on that file system"

@@ -353,13 +353,22 @@ def _text(ds: Any, keyword: str, path: str | os.PathLike) -> str:
 
 
 def _numbers(ds: Any, keyword: str, count: int, path: str | os.PathLike) -> np.ndarray:
-    """``count`` finite numbers from header field ``keyword``, or a ValueError naming the file and the field."""
+    """``count`` finite numbers from header field ``keyword``, or a ValueError naming the file and the field.
+
+    A value that is not numbers is described, not shown: a damaged header can hold any bytes there."""
     try:
         value = ds.get(keyword)
-        values = [value] if count == 1 and not isinstance(value, (list, tuple, Sequence)) else list(value)
+    except Exception as err:  # values are decoded lazily, and a damaged one can raise anything
+        raise ValueError(f"{path}: {keyword} must be {count} number(s), got a value pydicom cannot decode.") from err
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{path}: {keyword} must be {count} number(s), got none (the field is missing or empty).")
+    values = list(value) if isinstance(value, (list, tuple, Sequence)) and not isinstance(value, str) else [value]
+    try:
         numbers = np.array([float(v) for v in values], dtype=np.float64)
-    except Exception as err:  # absent (None), not numbers, or a value pydicom cannot decode
-        raise ValueError(f"{path}: {keyword} must be {count} number(s), got {_show(ds, keyword)}.") from err
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(
+            f"{path}: {keyword} must be {count} number(s), got {len(values)} value(s) that are not all numbers."
+        ) from err
     if numbers.shape != (count,) or not np.all(np.isfinite(numbers)):
         raise ValueError(f"{path}: {keyword} must be {count} finite number(s), got {numbers.tolist()}.")
     return numbers
@@ -374,13 +383,6 @@ def _number(ds: Any, keyword: str, default: float, path: str | os.PathLike) -> f
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     return float(_numbers(ds, keyword, 1, path)[0])
-
-
-def _show(ds: Any, keyword: str) -> str:
-    try:
-        return repr(ds.get(keyword))[:200]
-    except Exception:  # the value itself cannot be decoded
-        return "an undecodable value"
 
 
 def _check_header(ds: Any, path: str) -> None:

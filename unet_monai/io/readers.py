@@ -117,11 +117,11 @@ class StrictLoadImaged(LoadImaged):
                 continue
             image = loaded if self._loader.image_only else loaded[0]
             if image.numel() == 0:
-                shape = getattr(image, "meta", {}).get("spatial_shape", tuple(image.shape))
-                raise ValueError(
-                    f"{key} file {name} holds no voxels: its shape is {tuple(int(s) for s in shape)}, "
-                    "with a zero-length dimension."
-                )
+                header = getattr(image, "meta", {}).get("spatial_shape")
+                found = f"array shape {tuple(image.shape)}"
+                if header is not None:
+                    found += f", spatial shape in the header {tuple(int(s) for s in header)}"
+                raise ValueError(f"{key} file {name} holds no voxels ({found}): a zero-length dimension.")
             return loaded
         reasons = "; ".join(f"{type(r).__name__}: {type(e).__name__}: {e}" for r, e in errors)
         raise RuntimeError(f"cannot read {key} file {name}. {reasons}") from errors[-1][1]
