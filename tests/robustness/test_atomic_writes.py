@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -179,3 +180,16 @@ def test_the_guard_sees_a_bare_write() -> None:
     assert unprotected_writes("with open('x', 'w') as f:\n    f.write('')\n") == [1]
     assert unprotected_writes("with atomic_path(p) as tmp:\n    torch.save({}, tmp)\n") == []
     assert unprotected_writes("with atomic_path(p) as tmp, open(tmp, 'w') as f:\n    json.dump({}, f)\n") == []
+
+
+def test_outputs_get_the_umask_permissions_not_private_ones(tmp_path: Path) -> None:
+    """MONAI's CheckpointSaver avoids atomic writes because temporary files are 0600; ours follow the umask."""
+    from unet_monai.io import atomic_path
+
+    old = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o640

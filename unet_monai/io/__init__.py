@@ -1,5 +1,6 @@
 """Input and output: DICOM series and TIFF stacks in, atomic NIfTI and DICOM SEG out, datalists (manifests)."""
 
+from unet_monai.io.atomic import atomic_path
 from unet_monai.io.dicom import DicomSeries, DicomSeriesReader, find_dicom_series
 from unet_monai.io.dicom_seg import SaveDicomSegd, write_dicom_seg
 from unet_monai.io.manifest import inference_items, load_manifest, manifest_data_root, manifest_labels
@@ -9,6 +10,7 @@ from unet_monai.io.tiff import TiffStackReader
 from unet_monai.io.writers import AtomicNibabelWriter
 
 __all__ = [
+    "atomic_path",
     "AtomicNibabelWriter",
     "StrictLoadImaged",
     "TiffStackReader",

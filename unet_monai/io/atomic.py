@@ -16,7 +16,8 @@ __all__ = ["atomic_path"]
 def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path in ``target``'s folder; on success it replaces ``target`` (``os.replace``, atomic on
     one file system), on failure it is removed. A crash mid-write never leaves a partial file under ``target``,
-    and a failed write leaves an older ``target`` as it was.
+    and a failed write leaves an older ``target`` as it was. The file gets the permissions a plain ``open``
+    would give it (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
 
     Args:
         target: the final file.
@@ -36,6 +37,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make every output private to its owner
         yield tmp
         os.replace(tmp, target)
     except OSError as err:
@@ -46,6 +48,13 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)  # only still there when writing failed
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, so briefly 0o022, never looser)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _left(target: Path) -> str:
