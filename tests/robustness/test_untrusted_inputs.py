@@ -177,7 +177,7 @@ def test_inference_on_dicom_logs_no_patient_data(
     cmd += ["--bundle_root", str(tmp_path), "--features", "[2,4]", "--val_output_patch_size", "[48,48,48]"]
     cmd += ["--input", str(series), "--manifest", str(manifest), "--ckpt_path", str(tmp_path / "model.pt")]
     cmd += ["--dicom_seg", "True", "--output_dir", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     nifti = tmp_path / "out" / "scan_seg.nii.gz"
