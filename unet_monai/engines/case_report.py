@@ -19,6 +19,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from unet_monai.engines.engine_output import decollated_items
+from unet_monai.engines.skip_failed import CaseFailureReport
 from unet_monai.io.atomic import atomic_path
 from unet_monai.metrics.case_scores import case_scores
 
@@ -61,6 +62,8 @@ class CaseMetricsReport:
         hd95: also the 95th-percentile Hausdorff distance, in mm (spacing from the label's affine).
         pred_key, label_key: the keys of the prediction and of the ground truth in the engine output.
         prefix: start of the file names (``prefix + "per_case.csv"``).
+        failures: the run's ``CaseFailureReport`` (skip-and-report mode): its cases are listed in the summary
+            as ``failed_cases``.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class CaseMetricsReport:
         pred_key: str = "pred",
         label_key: str = "label",
         prefix: str = "",
+        failures: CaseFailureReport | None = None,
     ) -> None:
         try:
             self.classes = {int(value): str(name) for value, name in classes.items()}
@@ -87,6 +91,7 @@ class CaseMetricsReport:
         self.csv_path = self.output_dir / f"{prefix}per_case.csv"
         self.summary_path = self.output_dir / f"{prefix}summary.json"
         self.rows: list[dict[str, Any]] = []
+        self.failures = failures
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.reset)
@@ -131,7 +136,10 @@ class CaseMetricsReport:
                     max=float(finite.max()),
                 )
             metrics[name] = stats
-        return {"cases": len(self.rows), "metrics": metrics}
+        summary: dict[str, Any] = {"cases": len(self.rows), "metrics": metrics}
+        if self.failures is not None:
+            summary["failed_cases"] = list(self.failures.failures)
+        return summary
 
     def write(self, engine: Engine | None = None) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)

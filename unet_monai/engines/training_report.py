@@ -40,9 +40,10 @@ def middle_slice(array: np.ndarray) -> np.ndarray:
 class TrainingReport:
     """Keep ``training_metrics.csv``, ``training_curves.png`` and ``validation_overlays.png`` up to date.
 
-    One CSV row per epoch: epoch, iterations, mean training loss, learning rate, the trainer's metrics and, in
-    epochs with a validation, the validator's metrics, and the epoch's wall time (s). A resumed run keeps the
-    rows of the epochs before the one it resumes from. Every file is replaced atomically.
+    The CSV is rewritten after every epoch, the curves after every validation and at the end, the overlays after
+    every validation. One CSV row per epoch: epoch, iterations, mean training loss, learning rate, the trainer's
+    metrics and, in epochs with a validation, the validator's metrics, and the epoch's wall time (s). A resumed run
+    keeps the rows of the epochs before the one it resumes from. Every file is replaced atomically.
 
     Attach to the trainer (``train_handlers``) after the ``ValidationHandler``, so that an epoch's validation
     metrics exist when its row is written.
@@ -86,6 +87,7 @@ class TrainingReport:
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
         if self.validator is not None:
             self.validator.add_event_handler(Events.EPOCH_STARTED, lambda _: self._overlays.clear())
             self.validator.add_event_handler(Events.ITERATION_COMPLETED, self._collect_overlays)
@@ -117,12 +119,18 @@ class TrainingReport:
         if self._lr is not None:
             row["lr"] = self._lr  # the rate this epoch trained with
         row.update(scalar_metrics(engine.state.metrics))
-        if self.validator is not None and self.validator.state.epoch == engine.state.epoch:
-            row.update(scalar_metrics(self.validator.state.metrics))
+        validated = self.validator is not None and self.validator.state.epoch == engine.state.epoch
+        if validated:
+            row.update(scalar_metrics(self.validator.state.metrics))  # type: ignore[union-attr]
         row["time_s"] = round(time.perf_counter() - self._epoch_start, 3)
         self.rows.append(row)
         self._write_csv()
-        self._draw_curves()
+        if validated:  # drawing costs a few tenths of a second: after validations and at the end only
+            self._draw_curves()
+
+    def _completed(self, engine: Engine) -> None:
+        if self.rows:
+            self._draw_curves()
 
     def _write_csv(self) -> None:
         names: list[str] = []

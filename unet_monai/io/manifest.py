@@ -162,20 +162,21 @@ def inference_items(
     manifest: str | os.PathLike | None,
     split: str = "test",
     data_root: str | os.PathLike | None = None,
+    check_files: bool = True,
 ) -> list[dict]:
     """What to segment, for ``inference.json``: ``input`` (an image file, a DICOM series folder, a list of
     them, or a datalist JSON), or else the ``split`` list of ``manifest`` (paths from ``data_root`` when
-    given). Paths must exist."""
+    given). Paths must exist unless ``check_files`` is False (skip-and-report runs find out per case)."""
     if input is None or input == "":
         if manifest is None:
             raise ValueError("give an input (file, DICOM folder, list or datalist) or a manifest.")
-        return load_manifest(manifest, split, data_root=data_root)
+        return load_manifest(manifest, split, check_files=check_files, data_root=data_root)
     if isinstance(input, (str, os.PathLike)) and str(input).endswith(".json"):
-        return load_manifest(input, split)
+        return load_manifest(input, split, check_files=check_files)
     paths = input if isinstance(input, (list, tuple)) else [input]
     items = []
     for i, path in enumerate(paths):
-        if not os.path.exists(path):
+        if check_files and not os.path.exists(path):
             raise FileNotFoundError(f"input[{i}] {path} does not exist.")
         items.append({"image": str(Path(path).resolve())})
     return items
