@@ -109,9 +109,10 @@ def test_torchrun_training_writes_once_on_rank_0_and_resumes(tmp_path: Path) -> 
     assert sorted(p.name for p in models.iterdir()) == ["last.pt", "model.pt"]  # no temporary files left
     load_plain(models / "model.pt")  # MONAI's CheckpointSaver (best val_mean_dice)
     load_plain(models / "last.pt")  # EpochCheckpointSaver
-    with open(output / "metrics.csv") as f:
-        metrics = {row[0]: float(row[1]) for row in csv.reader(f) if row}
-    assert 0.0 <= metrics["val_mean_dice"] <= 1.0  # all-gathered over both ranks' validation cases
+    with open(output / "training_metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # written by rank 0 only, once per epoch
+    assert 0.0 <= float(rows[-1]["val_mean_dice"]) <= 1.0  # all-gathered over both ranks' validation cases
     saved = torch.load(models / "last.pt", weights_only=True)
     assert int(saved["trainer"]["iteration"]) // int(saved["trainer"]["epoch_length"]) == 2
 

@@ -43,8 +43,10 @@ def train_tiny(bundle_root: Path) -> None:
 
 
 def read_metrics(output_dir: Path) -> dict[str, float]:
-    with open(output_dir / "metrics.csv") as f:
-        return {row[0]: float(row[1]) for row in csv.reader(f) if row}
+    """The metrics of the last epoch with a validation, from the training report's ``training_metrics.csv``."""
+    with open(output_dir / "training_metrics.csv", newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("val_mean_dice")]
+    return {k: float(v) for k, v in rows[-1].items() if v}
 
 
 @pytest.mark.integration
