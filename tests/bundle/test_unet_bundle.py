@@ -193,6 +193,7 @@ def test_torchrun_inference_writes_every_case_once(tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free port, not the default 29500 that another run may hold
         "--nproc_per_node=2",
         "-m",
         "monai.bundle",
