@@ -1,4 +1,5 @@
-"""Per-case scores of an evaluation run, written as ``per_case.csv`` and ``summary.json``.
+"""Per-case scores of an evaluation run, written as ``per_case.csv`` and ``summary.json`` (and, for EM membrane
+probabilities, the ISBI 2012 leaderboard's threshold sweep in ``thresholds.csv``).
 
 Why our own: MONAI's ``MetricsSaver`` writes one CSV per metric and no JSON summary, and its metric handlers
 have no Rand / information scores; here every score of a case is one CSV row (``unet_monai.metrics.case_scores``).
@@ -22,6 +23,7 @@ from unet_monai.engines.engine_output import decollated_items
 from unet_monai.engines.skip_failed import CaseFailureReport
 from unet_monai.io.atomic import atomic_path
 from unet_monai.metrics.case_scores import case_scores
+from unet_monai.metrics.challenge import challenge_scores, threshold_sweep
 
 __all__ = ["CaseMetricsReport", "case_name"]
 
@@ -52,8 +54,12 @@ def _spacing(labels: Any, spatial_dims: int) -> list[float] | None:
 class CaseMetricsReport:
     """Score each case an evaluator sees; at the end write ``per_case.csv`` and ``summary.json`` atomically.
 
-    Attach to a MONAI ``SupervisedEvaluator`` (``val_handlers``) whose output, after postprocessing, holds
-    integer label maps ``(1, H, W[, D])`` under ``pred_key`` and ``label_key``.
+    Attach to a MONAI ``SupervisedEvaluator`` (``val_handlers``) whose output, after postprocessing, holds the
+    true integer label map ``(1, H, W[, D])`` under ``label_key``, and under ``pred_key`` either a label map of the
+    same shape or the network's logits ``(C, H, W[, D])``, C > 1 (float; labels = their argmax).
+    With logits and a ``boundary_class``, the membrane probability also goes through the ISBI 2012 leaderboard's
+    threshold sweep (:mod:`unet_monai.metrics.challenge`): ``thresholds.csv`` per case and threshold, and the
+    leaderboard's pixel and Rand errors of all cases as ``challenge`` in the summary.
 
     Args:
         output_dir: where the files go.
@@ -90,7 +96,9 @@ class CaseMetricsReport:
         self.label_key = label_key
         self.csv_path = self.output_dir / f"{prefix}per_case.csv"
         self.summary_path = self.output_dir / f"{prefix}summary.json"
+        self.thresholds_path = self.output_dir / f"{prefix}thresholds.csv"
         self.rows: list[dict[str, Any]] = []
+        self.sweeps: list[tuple[str, dict[str, np.ndarray]]] = []
         self.failures = failures
 
     def attach(self, engine: Engine) -> None:
@@ -100,6 +108,7 @@ class CaseMetricsReport:
 
     def reset(self, engine: Engine | None = None) -> None:
         self.rows = []
+        self.sweeps = []
 
     def score(self, engine: Engine) -> None:
         outputs = decollated_items(engine.state.output)
@@ -107,6 +116,7 @@ class CaseMetricsReport:
         for output, item in zip(outputs, batch):
             pred, label = output[self.pred_key], output[self.label_key]
             name = case_name({**item, **output})
+            pred = self._labels_and_sweep(name, pred, label)
             spatial_dims = pred.ndim - 1
             scores = case_scores(
                 pred,
@@ -118,6 +128,24 @@ class CaseMetricsReport:
             )
             self.rows.append({"case": name, **scores})
             logger.info("%s: %s", name, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+
+    def _labels_and_sweep(self, name: str, pred: Any, label: Any) -> torch.Tensor:
+        """Integer labels ``(1, *S)`` of ``pred``; from logits ``(C, *S)``, C > 1, also the threshold sweep of the
+        membrane probability (when ``boundary_class`` is set). A one-channel map is taken as labels."""
+        pred = torch.as_tensor(pred)
+        if not pred.is_floating_point() or pred.shape[0] == 1:
+            return pred
+        logits = pred.float()
+        if self.boundary_class is not None:
+            if not 0 <= self.boundary_class < logits.shape[0]:
+                raise ValueError(
+                    f"boundary_class {self.boundary_class} is not a channel of the {logits.shape[0]}-channel logits."
+                )
+            probability = torch.softmax(logits, 0)[self.boundary_class]
+            truth = torch.as_tensor(label)
+            truth = truth[0] if truth.ndim == probability.ndim + 1 else truth
+            self.sweeps.append((name, threshold_sweep(probability.numpy(), (truth == self.boundary_class).numpy())))
+        return logits.argmax(0, keepdim=True).to(torch.uint8)
 
     def summary(self) -> dict[str, Any]:
         """Mean, standard deviation, median, minimum and maximum of every score over the cases (NaN ignored)."""
@@ -137,6 +165,8 @@ class CaseMetricsReport:
                 )
             metrics[name] = stats
         summary: dict[str, Any] = {"cases": len(self.rows), "metrics": metrics}
+        if self.sweeps:
+            summary["challenge"] = challenge_scores([sweep for _, sweep in self.sweeps])
         if self.failures is not None:
             summary["failed_cases"] = list(self.failures.failures)
         return summary
@@ -148,8 +178,21 @@ class CaseMetricsReport:
             writer = csv.DictWriter(f, fieldnames=names)
             writer.writeheader()
             writer.writerows(self.rows)
+        if self.sweeps:
+            self._write_thresholds()
         summary = self.summary()
         with atomic_path(self.summary_path) as tmp:
             tmp.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
         means = ", ".join(f"{k} {v['mean']:.4f}" for k, v in summary["metrics"].items() if "mean" in v)
         logger.info("%d cases: %s; written to %s and %s", len(self.rows), means, self.csv_path, self.summary_path)
+        if "challenge" in summary:
+            logger.info("ISBI 2012 leaderboard scores (best threshold): %s", summary["challenge"])
+
+    def _write_thresholds(self) -> None:
+        columns = ["true_positives", "false_positives", "false_negatives", "misclassified", "v_rand"]
+        with atomic_path(self.thresholds_path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["case", "cell_threshold", *columns])
+            for name, sweep in self.sweeps:
+                for i, threshold in enumerate(sweep["thresholds"]):
+                    writer.writerow([name, f"{threshold:.1f}", *(sweep[c][i] for c in columns)])

@@ -41,7 +41,9 @@ class AutocastInferer(Inferer):
         inferer: the inferer to wrap; MONAI's ``SimpleInferer`` by default (one forward pass).
         dtype: ``"bfloat16"`` (default), ``"float16"`` or ``"float32"`` (no autocast).
         channels_last: hand the network channels-last (2D) or channels-last-3d (3D) input; convert the
-            network's weights the same way (``net.to(memory_format=...)``) for the full benefit.
+            network's weights the same way (``net.to(memory_format=...)``) for the full benefit. Each input the
+            network receives (a whole image, a window or a batch of tiles) is converted as it is passed, never
+            the whole volume up front: a tiling inferer on a memory-mapped volume then reads only its tiles.
     """
 
     def __init__(self, inferer: Inferer | None = None, dtype: str = "bfloat16", channels_last: bool = True) -> None:
@@ -55,11 +57,22 @@ class AutocastInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> Any:
         """``inputs`` ``(B, C, H, W[, D])``: whatever ``inferer`` returns, floating tensors as float32."""
         if self.channels_last and inputs.dim() in (4, 5):
-            fmt = torch.channels_last if inputs.dim() == 4 else torch.channels_last_3d
-            inputs = inputs.contiguous(memory_format=fmt)
+            network = _ChannelsLast(network, torch.channels_last if inputs.dim() == 4 else torch.channels_last_3d)
         enabled = self.dtype != torch.float32
         with torch.autocast(inputs.device.type, dtype=self.dtype, enabled=enabled):
             out = self.inferer(inputs, network, *args, **kwargs)
         if isinstance(out, torch.Tensor) and out.is_floating_point():
             out = out.float()
         return out
+
+
+class _ChannelsLast:
+    """``network`` called with its input in ``memory_format``; ``module`` exposes the network to inferers that
+    read its shape arithmetic (as for a DDP wrapper)."""
+
+    def __init__(self, network: Callable[..., torch.Tensor], memory_format: torch.memory_format) -> None:
+        self.module = network
+        self.memory_format = memory_format
+
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.module(x.contiguous(memory_format=self.memory_format), *args, **kwargs)

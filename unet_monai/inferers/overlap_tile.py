@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,6 +57,30 @@ def mirror_pad(x: torch.Tensor, pads: Sequence[tuple[int, int]]) -> torch.Tensor
 
 
 _OUTPUTS = ("logits", "argmax", "threshold")
+_SLAB_VOXELS = 1 << 22  # voxels per slab when streaming statistics over an image
+
+
+def _mean_std(image: torch.Tensor) -> tuple[float, float]:
+    """Mean and population standard deviation of all voxels of ``image`` ``(C, *S)``, in float64, read in slabs
+    along its outermost axis in memory (contiguous in a memory-mapped file) so that it is never copied whole.
+    A standard deviation of 0 is returned as 1 (MONAI's ``NormalizeIntensity`` does the same)."""
+    axis = max(range(image.dim()), key=lambda a: (image.stride(a), image.shape[a]))
+    step = max(1, _SLAB_VOXELS // max(1, image.numel() // max(1, image.shape[axis])))
+    total, squares, count = 0.0, 0.0, 0
+    shift: float | None = None  # subtract a first estimate for a stable variance
+    for start in range(0, image.shape[axis], step):
+        slab = torch.as_tensor(image.narrow(axis, start, min(step, image.shape[axis] - start))).double()
+        if shift is None:
+            shift = float(slab.mean())
+        slab = slab - shift
+        total += float(slab.sum())
+        squares += float((slab * slab).sum())
+        count += slab.numel()
+    if count == 0:
+        raise ValueError(f"cannot normalise an image with no voxels, got shape {tuple(image.shape)}.")
+    mean = total / count
+    std = math.sqrt(max(squares / count - mean * mean, 0.0))
+    return mean + float(shift), std if std > 0 else 1.0
 
 
 def _reduce(pred: torch.Tensor, output: str) -> torch.Tensor:
@@ -69,8 +95,10 @@ def _reduce(pred: torch.Tensor, output: str) -> torch.Tensor:
 
 
 def _unwrap(network: Callable) -> Any:
-    """The module that knows the shape arithmetic: through DDP / DataParallel wrappers."""
-    return getattr(network, "module", network)
+    """The module that knows the shape arithmetic: through DDP / DataParallel and other ``.module`` wrappers."""
+    while not hasattr(network, "output_shape") and hasattr(network, "module"):
+        network = network.module
+    return network
 
 
 class OverlapTileInferer(Inferer):
@@ -93,6 +121,13 @@ class OverlapTileInferer(Inferer):
             mirrored at its borders). None (default) uses MONAI's ``SlidingWindowInferer``.
         output_file: with ``"argmax"`` / ``"threshold"``, write the result into this file as a memory-mapped
             uint8 array (``numpy.memmap``, C order, shape ``(B, 1, *S)``) instead of RAM.
+        memmap_dir: like ``output_file``, but an unnamed temporary file in this folder (created if missing),
+            removed by the system when the result is freed: for a pipeline that saves the labels in another
+            format afterwards.
+        normalize: z-score each image of the batch with its own mean and (population) standard deviation, as
+            MONAI's ``NormalizeIntensity`` does, applied to each tile as it is gathered: the statistics come from
+            one streamed pass in slabs, so a memory-mapped input is never copied whole. A constant image is only
+            shifted (standard deviation taken as 1, as MONAI does).
 
     Input may be a memory-mapped array wrapped as a tensor (``torch.from_numpy(numpy.memmap)``, or the
     ``dataobj`` of an uncompressed NIfTI): each tile gathers only its own voxels, mirrored at the borders,
@@ -109,16 +144,22 @@ class OverlapTileInferer(Inferer):
         output: str = "logits",
         output_file: str | None = None,
         margin: int | None = None,
+        memmap_dir: str | None = None,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         if sw_batch_size < 1:
             raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}.")
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}.")
-        if output_file is not None and output == "logits":
-            raise ValueError("output_file needs output='argmax' or 'threshold' (a uint8 label map).")
+        if (output_file is not None or memmap_dir is not None) and output == "logits":
+            raise ValueError("output_file and memmap_dir need output='argmax' or 'threshold' (a uint8 label map).")
+        if output_file is not None and memmap_dir is not None:
+            raise ValueError(f"give output_file or memmap_dir, not both (got {output_file!r} and {memmap_dir!r}).")
         self.output = output
         self.output_file = output_file
+        self.memmap_dir = memmap_dir
+        self.normalize = normalize
         self._mapped: np.memmap | None = None
         if margin is not None and margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}.")
@@ -146,9 +187,13 @@ class OverlapTileInferer(Inferer):
                 f"roi_size must have {len(spatial)} sizes for input shape {tuple(inputs.shape)}, got {roi}."
             )
         grid = 2**net.depth
+        stats = [_mean_std(inputs[b]) for b in range(inputs.shape[0])] if self.normalize else None
         if net.padding == "same" and self.margin is None:
             window = SlidingWindowInferer(roi, self.sw_batch_size, self.overlap, self.mode, progress=self.progress)
-            result = window(inputs, network, *args, **kwargs)
+            whole = inputs
+            if stats is not None:  # MONAI's windows read the whole input: normalise it in RAM
+                whole = torch.stack([(torch.as_tensor(inputs[b]).float() - m) / sd for b, (m, sd) in enumerate(stats)])
+            result = window(whole, network, *args, **kwargs)
             reduced = _reduce(torch.as_tensor(result), self.output)
             return self._finish(self._store(reduced), inputs)
         if net.padding == "same":
@@ -178,6 +223,10 @@ class OverlapTileInferer(Inferer):
         for first in tqdm(batches, desc="overlap-tile", disable=not self.progress, leave=False):
             chunk = jobs[first : first + self.sw_batch_size]
             tiles = torch.stack([self._gather(source[b], start, tile_in, ctx) for b, start in chunk])
+            if stats is not None:
+                mean = tiles.new_tensor([stats[b][0] for b, _ in chunk]).view(-1, *[1] * (tiles.dim() - 1))
+                std = tiles.new_tensor([stats[b][1] for b, _ in chunk]).view_as(mean)
+                tiles = (tiles - mean) / std
             pred = network(tiles, *args, **kwargs)  # (n, C, *tile_out), or (n, C, *tile_in) for a same net
             if crop:
                 pred = pred[(slice(None), slice(None), *[slice(crop, crop + t) for t in tile_out])]
@@ -194,13 +243,17 @@ class OverlapTileInferer(Inferer):
 
     def _allocate(self, pred: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """The output array: in RAM, or memory-mapped in ``output_file`` for label outputs."""
+        if self.memmap_dir is not None:
+            os.makedirs(self.memmap_dir, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.memmap_dir) as unnamed:  # the mapping outlives the file object
+                return torch.from_numpy(np.memmap(unnamed, dtype=np.uint8, mode="w+", shape=shape))
         if self.output_file is None:
             return pred.new_empty(shape)
         self._mapped = np.lib.format.open_memmap(self.output_file, mode="w+", dtype=np.uint8, shape=shape)
         return torch.from_numpy(self._mapped)
 
     def _store(self, result: torch.Tensor) -> torch.Tensor:
-        if self.output_file is None:
+        if self.output_file is None and self.memmap_dir is None:
             return result
         stored = self._allocate(result, tuple(result.shape))
         stored.copy_(result)

@@ -100,10 +100,27 @@ class CheckImage(Transform):
                 raise ValueError(f"{what} must have a finite, invertible affine, got {matrix.tolist()}.")
         if self.finite:
             data = img if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
-            if data.is_floating_point() and not bool(torch.isfinite(data).all()):
-                nan, inf = int(torch.isnan(data).sum()), int(torch.isinf(data).sum())
-                raise ValueError(f"{what} must hold finite values, got {nan} NaN and {inf} infinite voxel(s).")
+            if data.is_floating_point():
+                nan, inf = _count_non_finite(data)
+                if nan or inf:
+                    raise ValueError(f"{what} must hold finite values, got {nan} NaN and {inf} infinite voxel(s).")
         return img
+
+
+def _count_non_finite(data: torch.Tensor, slab_voxels: int = 1 << 22) -> tuple[int, int]:
+    """NaN and infinite voxels of ``data``, counted in slabs along its outermost axis in memory: no full-size
+    temporary, and a memory-mapped volume is read in file order."""
+    if data.dim() == 0:
+        data = data.reshape(1)
+    axis = max(range(data.dim()), key=lambda a: (data.stride(a), data.shape[a]))
+    step = max(1, slab_voxels // max(1, data.numel() // max(1, data.shape[axis])))
+    nan = inf = 0
+    for start in range(0, data.shape[axis], step):
+        slab = torch.as_tensor(data.narrow(axis, start, min(step, data.shape[axis] - start)))
+        if not bool(torch.isfinite(slab).all()):
+            nan += int(torch.isnan(slab).sum())
+            inf += int(torch.isinf(slab).sum())
+    return nan, inf
 
 
 def check_same_grid(

@@ -1,0 +1,165 @@
+"""Memory-mapped NIfTI input: views of the file, MONAI's metadata, batching without a copy, tiles z-scored as read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import list_data_collate
+from monai.transforms import EnsureChannelFirstd, LoadImaged, NormalizeIntensity
+
+from unet_monai.inferers import AutocastInferer, OverlapTileInferer
+from unet_monai.io import LoadMemmapNiftid, view_collate
+from unet_monai.networks import PaperUNet
+
+AFFINE = np.array([[0.0, -0.8, 0.0, 12.0], [0.7, 0.0, 0.0, -3.0], [0.0, 0.0, 2.5, 40.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def write_volume(path: Path, shape: tuple[int, ...] = (40, 36, 20), dtype: type = np.float32) -> np.ndarray:
+    data = (np.random.default_rng(3).standard_normal(shape) * 50 + 100).astype(dtype)
+    nib.save(nib.Nifti1Image(data, AFFINE), path)
+    return data
+
+
+def test_loaded_image_is_a_view_of_the_file_with_monai_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "ct.nii"
+    data = write_volume(path)
+    mapped = EnsureChannelFirstd("image")(LoadMemmapNiftid("image")({"image": str(path)}))["image"]
+    loaded = EnsureChannelFirstd("image")(LoadImaged("image", reader="NibabelReader", dtype=None)({"image": str(path)}))
+    reference = loaded["image"]
+    assert mapped.shape == (1, *data.shape) and mapped.dtype == torch.float32
+    assert not mapped.is_contiguous()  # the file's Fortran order: no copy was made
+    np.testing.assert_array_equal(mapped.numpy(), reference.numpy())
+    np.testing.assert_allclose(np.asarray(mapped.affine), AFFINE, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(mapped.affine), np.asarray(reference.affine))
+    assert mapped.meta["filename_or_obj"] == str(path)
+    assert list(mapped.meta["spatial_shape"]) == list(data.shape)
+    # the tensor reads the file itself: change a voxel on disk, and the (copy-on-write) view sees it
+    with open(path, "r+b") as f:
+        offset = int(nib.load(path).dataobj.offset)
+        f.seek(offset)
+        f.write(np.float32(-7.0).tobytes())
+    assert float(mapped[0, 0, 0, 0]) == -7.0
+
+
+def test_int16_file_keeps_its_dtype(tmp_path: Path) -> None:
+    path = tmp_path / "int.nii"
+    write_volume(path, dtype=np.int16)
+    assert LoadMemmapNiftid("image")({"image": str(path)})["image"].dtype == torch.int16
+
+
+@pytest.mark.parametrize("kind", ["gzip", "scaled", "missing"])
+def test_files_that_cannot_be_mapped_are_refused_by_name(tmp_path: Path, kind: str) -> None:
+    data = np.ones((8, 8, 4), np.int16)
+    if kind == "gzip":
+        path = tmp_path / "ct.nii.gz"
+        nib.save(nib.Nifti1Image(data, AFFINE), path)
+        error, words = ValueError, "uncompressed .nii"
+    elif kind == "scaled":
+        path = tmp_path / "ct.nii"
+        image = nib.Nifti1Image(data, AFFINE)
+        image.header.set_slope_inter(2.0, -1024.0)
+        nib.save(image, path)
+        error, words = ValueError, "scl_slope 2.0"
+    else:
+        path, error, words = tmp_path / "absent.nii", FileNotFoundError, "no such file"
+    with pytest.raises(error, match=words) as info:
+        LoadMemmapNiftid("image")({"image": str(path)})
+    assert str(path) in str(info.value)
+
+
+def test_view_collate_shares_memory_and_matches_monai_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "ct.nii"
+    write_volume(path)
+    sample = EnsureChannelFirstd("image")(LoadMemmapNiftid("image")({"image": str(path), "case": "a"}))
+    batch = view_collate([sample])
+    reference = list_data_collate([sample])
+    image = batch["image"]
+    assert image.shape == (1, *sample["image"].shape) and image.is_batch
+    assert image.data_ptr() == sample["image"].data_ptr()
+    torch.testing.assert_close(image.as_tensor(), reference["image"].as_tensor())
+    torch.testing.assert_close(image.meta["affine"], reference["image"].meta["affine"])
+    assert image.meta["filename_or_obj"] == reference["image"].meta["filename_or_obj"]
+    assert batch["case"] == reference["case"] == ["a"]
+    two = view_collate([sample, sample])  # several cases: MONAI's collate
+    assert two["image"].shape[0] == 2
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_normalising_tiles_equals_normalising_the_image(tmp_path: Path, padding: str) -> None:
+    """Tiles z-scored with streamed statistics give the same output as MONAI's NormalizeIntensity on the image."""
+    path = tmp_path / "ct.nii"
+    write_volume(path, shape=(52, 44, 36))
+    image = EnsureChannelFirstd("image")(LoadMemmapNiftid("image")({"image": str(path)}))["image"]
+    torch.manual_seed(0)
+    net = PaperUNet(3, 1, 2, features=(4, 8), padding=padding).eval()
+    margin = 4 if padding == "same" else None
+    with torch.no_grad():
+        ours = OverlapTileInferer(24, sw_batch_size=2, margin=margin, normalize=True)(image[None], net)
+        reference = OverlapTileInferer(24, sw_batch_size=2, margin=margin)(
+            NormalizeIntensity()(image.clone())[None], net
+        )
+    torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_constant_image_is_only_shifted() -> None:
+    net = PaperUNet(2, 1, 1, features=(4, 8), padding="same").eval()
+    x = torch.full((1, 1, 32, 32), 5.0)
+    with torch.no_grad():
+        ours = OverlapTileInferer(16, margin=4, normalize=True)(x, net)
+        reference = net(torch.zeros_like(x))
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_labels_in_an_unnamed_temporary_file(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = PaperUNet(2, 1, 2, features=(4, 8)).eval()
+    x = torch.randn(1, 1, 70, 50)
+    folder = tmp_path / "scratch"
+    with torch.no_grad():
+        in_ram = OverlapTileInferer(20, output="argmax")(x, net)
+        mapped = OverlapTileInferer(20, output="argmax", memmap_dir=str(folder))(x, net)
+    torch.testing.assert_close(mapped, in_ram)
+    assert mapped.dtype == torch.uint8
+    assert folder.is_dir() and not list(folder.iterdir())  # the file has no name: nothing is left behind
+    with pytest.raises(ValueError, match="memmap_dir need output="):
+        OverlapTileInferer(20, memmap_dir=str(folder))
+    with pytest.raises(ValueError, match="not both"):
+        OverlapTileInferer(20, output="argmax", memmap_dir=str(folder), output_file=str(tmp_path / "x.npy"))
+
+
+def test_autocast_converts_tiles_not_the_volume(tmp_path: Path) -> None:
+    """Channels-last is applied to what the network receives: a strided (memory-mapped) input is not copied whole,
+    and the result equals the plain overlap-tile output."""
+    path = tmp_path / "ct.nii"
+    write_volume(path, shape=(48, 40, 32))
+    image = EnsureChannelFirstd("image")(LoadMemmapNiftid("image")({"image": str(path)}))["image"][None]
+    torch.manual_seed(0)
+    net = PaperUNet(3, 1, 2, features=(4, 8)).eval()
+    seen: list[torch.Size] = []
+    net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    tiles = OverlapTileInferer(16, normalize=True)
+    with torch.no_grad():
+        out = AutocastInferer(tiles, dtype="float32")(image, net)
+        reference = tiles(image, net)
+    torch.testing.assert_close(out, reference)
+    assert all(shape[2:] != image.shape[2:] for shape in seen)
+
+
+def test_non_finite_voxels_are_counted_across_slabs(tmp_path: Path) -> None:
+    """CheckImage reads a mapped volume in slabs; NaN and infinity in different slabs are all counted and named."""
+    from unet_monai.transforms import CheckImage
+    from unet_monai.transforms.check import _count_non_finite
+
+    path = tmp_path / "bad.nii"
+    data = write_volume(path, shape=(20, 16, 12))
+    data[3, 2, 0], data[7, 1, 11], data[19, 15, 6] = np.nan, np.inf, -np.inf
+    nib.save(nib.Nifti1Image(data, AFFINE), path)
+    image = EnsureChannelFirstd("image")(LoadMemmapNiftid("image")({"image": str(path)}))["image"]
+    assert _count_non_finite(image, slab_voxels=100) == (1, 2)  # slabs of one z-plane each
+    with pytest.raises(ValueError, match="1 NaN and 2 infinite") as info:
+        CheckImage(spatial_dims=3, channels=1)(image)
+    assert str(path) in str(info.value)
