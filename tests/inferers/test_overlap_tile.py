@@ -294,7 +294,7 @@ def test_same_padding_argmax_equals_monai_sliding_window():
 def test_output_argument_checks():
     with pytest.raises(ValueError, match="output must be one of"):
         OverlapTileInferer(8, output="probabilities")
-    with pytest.raises(ValueError, match="output_file needs"):
+    with pytest.raises(ValueError, match="output_file and memmap_dir need"):
         OverlapTileInferer(8, output_file="labels.npy")
 
 
