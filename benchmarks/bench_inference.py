@@ -126,7 +126,14 @@ def run_growth(case: str, work: Path) -> dict:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    """This process's peak resident memory: ``VmHWM`` of its own address space. (``ru_maxrss`` would not do: on
+    Linux it keeps the parent's high-water mark across fork and exec, a floor under every child's figure.)"""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # elsewhere: kilobytes on Linux, bytes on macOS
 
 
 def spawn(case: str, work: Path) -> dict:
@@ -165,7 +172,7 @@ def main() -> None:
         )
         monai_cases = ["monai_0.5_4"] if args.quick else ["monai_0.25_1", "monai_0.25_4", "monai_0.5_1", "monai_0.5_4"]
         our_cases = ["ours_96_16_1_auto", "ours_128_16_1_auto"]
-        our_cases += [] if args.quick else ["ours_112_16_1_auto", "ours_128_24_1_auto", "ours_128_16_2_auto"]
+        our_cases += [] if args.quick else ["ours_128_24_1_auto", "ours_128_16_2_auto"]
         our_cases += [] if args.quick else ["ours_128_16_1_fp32"]
         results = {case: spawn(case, work) for case in monai_cases + our_cases}
         reference = np.load(work / "monai_0.5_4.npy")
