@@ -67,10 +67,10 @@ def _mean_std(image: torch.Tensor) -> tuple[float, float]:
     axis = max(range(image.dim()), key=lambda a: (image.stride(a), image.shape[a]))
     step = max(1, _SLAB_VOXELS // max(1, image.numel() // max(1, image.shape[axis])))
     total, squares, count = 0.0, 0.0, 0
-    shift: float | None = None  # subtract a first estimate for a stable variance
+    shift = float("nan")  # a first estimate, subtracted for a stable variance
     for start in range(0, image.shape[axis], step):
         slab = torch.as_tensor(image.narrow(axis, start, min(step, image.shape[axis] - start))).double()
-        if shift is None:
+        if math.isnan(shift):
             shift = float(slab.mean())
         slab = slab - shift
         total += float(slab.sum())
@@ -80,7 +80,7 @@ def _mean_std(image: torch.Tensor) -> tuple[float, float]:
         raise ValueError(f"cannot normalise an image with no voxels, got shape {tuple(image.shape)}.")
     mean = total / count
     std = math.sqrt(max(squares / count - mean * mean, 0.0))
-    return mean + float(shift), std if std > 0 else 1.0
+    return mean + shift, std if std > 0 else 1.0
 
 
 def _reduce(pred: torch.Tensor, output: str) -> torch.Tensor:

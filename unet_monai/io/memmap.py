@@ -33,7 +33,7 @@ class MemmapNiftiReader(NibabelReader):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(mmap="c", **kwargs)
 
-    def verify_suffix(self, filename: Sequence[str] | str) -> bool:
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
         names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
         return all(str(name).lower().endswith(".nii") for name in names)
 
