@@ -24,6 +24,8 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SlidingWindowInferer
 from tqdm import tqdm
 
+from unet_monai.io.memmap import slabs
+
 __all__ = ["OverlapTileInferer", "mirror_pad", "reflect_index"]
 
 
@@ -64,12 +66,10 @@ def _mean_std(image: torch.Tensor) -> tuple[float, float]:
     """Mean and population standard deviation of all voxels of ``image`` ``(C, *S)``, in float64, read in slabs
     along its outermost axis in memory (contiguous in a memory-mapped file) so that it is never copied whole.
     A standard deviation of 0 is returned as 1 (MONAI's ``NormalizeIntensity`` does the same)."""
-    axis = max(range(image.dim()), key=lambda a: (image.stride(a), image.shape[a]))
-    step = max(1, _SLAB_VOXELS // max(1, image.numel() // max(1, image.shape[axis])))
     total, squares, count = 0.0, 0.0, 0
     shift = float("nan")  # a first estimate, subtracted for a stable variance
-    for start in range(0, image.shape[axis], step):
-        slab = torch.as_tensor(image.narrow(axis, start, min(step, image.shape[axis] - start))).double()
+    for slab in slabs(image, _SLAB_VOXELS):
+        slab = slab.double()
         if math.isnan(shift):
             shift = float(slab.mean())
         slab = slab - shift

@@ -9,7 +9,7 @@ tensor and can z-score them as it goes: ``normalize=True``).
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor, NibabelReader, list_data_collate
 from monai.transforms import MapTransform
 
-__all__ = ["MemmapNiftiReader", "LoadMemmapNiftid", "view_collate"]
+__all__ = ["MemmapNiftiReader", "LoadMemmapNiftid", "view_collate", "slabs"]
 
 
 class MemmapNiftiReader(NibabelReader):
@@ -122,3 +122,15 @@ def view_collate(batch: Sequence[Any]) -> Any:
             view.is_batch = True
             collated[key] = view
     return collated
+
+
+def slabs(data: torch.Tensor, slab_voxels: int = 1 << 22) -> Iterator[torch.Tensor]:
+    """Views of ``data`` in slabs of about ``slab_voxels`` voxels along its outermost axis in memory: a whole-volume
+    reduction without a full-size temporary, reading a memory-mapped file in file order. A 0-d tensor is one slab."""
+    if data.dim() == 0:
+        yield data.reshape(1)
+        return
+    axis = max(range(data.dim()), key=lambda a: (data.stride(a), data.shape[a]))
+    step = max(1, slab_voxels // max(1, data.numel() // max(1, data.shape[axis])))
+    for start in range(0, data.shape[axis], step):
+        yield torch.as_tensor(data.narrow(axis, start, min(step, data.shape[axis] - start)))

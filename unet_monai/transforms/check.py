@@ -14,6 +14,8 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.transforms import Transform
 
+from unet_monai.io.memmap import slabs
+
 __all__ = ["CheckImage", "check_same_grid", "GRAYSCALE_PIL_MODES"]
 
 GRAYSCALE_PIL_MODES = ("1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -108,15 +110,9 @@ class CheckImage(Transform):
 
 
 def _count_non_finite(data: torch.Tensor, slab_voxels: int = 1 << 22) -> tuple[int, int]:
-    """NaN and infinite voxels of ``data``, counted in slabs along its outermost axis in memory: no full-size
-    temporary, and a memory-mapped volume is read in file order."""
-    if data.dim() == 0:
-        data = data.reshape(1)
-    axis = max(range(data.dim()), key=lambda a: (data.stride(a), data.shape[a]))
-    step = max(1, slab_voxels // max(1, data.numel() // max(1, data.shape[axis])))
+    """NaN and infinite voxels of ``data``, counted slab by slab (``unet_monai.io.memmap.slabs``)."""
     nan = inf = 0
-    for start in range(0, data.shape[axis], step):
-        slab = torch.as_tensor(data.narrow(axis, start, min(step, data.shape[axis] - start)))
+    for slab in slabs(data, slab_voxels):
         if not bool(torch.isfinite(slab).all()):
             nan += int(torch.isnan(slab).sum())
             inf += int(torch.isinf(slab).sum())
