@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from unet_monai.networks import PaperUNet
+from unet_monai.networks import ConvNormAct, MaxPool, PaperUNet
 from unet_monai.networks.presets import blog_unet_2d, cicek_unet_3d, paper_unet_2d
 
 
@@ -267,6 +267,88 @@ def test_bf16_autocast_on_cpu(spatial_dims, padding):
     rel_error = (out.float() - expected).abs().max() / expected.abs().max()
     assert rel_error < 0.1
     assert torch.corrcoef(torch.stack([out.float().flatten(), expected.flatten()]))[0, 1] > 0.99
+
+
+# ------------------------------------------------------------------------ inference-time memory paths
+def _with_trained_batch_norm(net: PaperUNet) -> PaperUNet:
+    """Give every BatchNorm non-trivial running statistics and affine parameters."""
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(3 * torch.randn(2, 1, *an_input_shape(net)) + 1)
+        for module in net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.weight.uniform_(0.5, 2.0)
+                module.bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize(
+    "spatial_dims,padding", list(itertools.product([2, 3], ["valid", "same"])), ids=lambda v: str(v)
+)
+def test_eval_folds_batch_norm_into_the_convolution(spatial_dims, padding):
+    net = _with_trained_batch_norm(small_net(spatial_dims, padding, norm="batch"))
+    blocks = [m for m in net.modules() if isinstance(m, ConvNormAct)]
+    assert blocks and all(b.foldable for b in blocks)
+    unfolded = copy.deepcopy(net)
+    for block in unfolded.modules():
+        if isinstance(block, ConvNormAct):
+            block.foldable = False  # the plain conv -> BatchNorm -> ReLU sequence
+    x = torch.randn(2, 1, *an_input_shape(net))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), unfolded(x), atol=1e-5, rtol=1e-5)
+    assert net.state_dict().keys() == unfolded.state_dict().keys()
+    assert any(k.endswith("1.running_var") for k in net.state_dict())  # children stay conv, norm, relu
+
+
+def test_only_batch_norm_with_running_statistics_is_folded():
+    assert not ConvNormAct(2, 1, 4, 3, 0, None).foldable
+    assert not ConvNormAct(2, 1, 4, 3, 0, "instance").foldable
+    assert not ConvNormAct(2, 1, 4, 3, 0, ("batch", {"track_running_stats": False})).foldable
+    assert ConvNormAct(3, 1, 4, 3, 0, "batch").foldable
+
+
+def test_training_mode_uses_batch_statistics_not_the_folded_path():
+    block = ConvNormAct(2, 1, 4, 3, 1, "batch")
+    x = torch.randn(4, 1, 8, 8) * 5 + 3
+    y = block.train()(x)
+    pre = block[0](x)
+    expected = torch.relu(
+        (pre - pre.mean((0, 2, 3), keepdim=True)) / torch.sqrt(pre.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5)
+    )
+    torch.testing.assert_close(y, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_max_pool_keeps_bf16_under_cpu_autocast(spatial_dims):
+    x = torch.randn(2, 3, *(8,) * spatial_dims).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = MaxPool(spatial_dims)(x)
+    assert pooled.dtype == torch.bfloat16  # CPU autocast would run max_pool3d in float32
+    pool = nn.functional.max_pool2d if spatial_dims == 2 else nn.functional.max_pool3d
+    torch.testing.assert_close(pooled.float(), pool(x.float(), 2, 2), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "spatial_dims,padding,memory_format",
+    [(2, "valid", None), (2, "same", torch.channels_last), (3, "valid", torch.channels_last_3d), (3, "same", None)],
+    ids=lambda v: str(v),
+)
+def test_no_grad_forward_equals_the_autograd_forward(spatial_dims, padding, memory_format):
+    """Without autograd the decoder fills each concatenation in place instead of torch.cat: the same values."""
+    net = small_net(spatial_dims, padding, depth=3).eval()
+    x = torch.randn(2, 1, *an_input_shape(net))
+    if memory_format is not None:
+        net, x = net.to(memory_format=memory_format), x.contiguous(memory_format=memory_format)
+    with torch.no_grad():
+        lean = net(x)
+    torch.testing.assert_close(lean, net(x).detach(), atol=0, rtol=0)
+    up = net.decoder.ups[-1]
+    skip = torch.randn(2, up.skip_channels, *(16,) * spatial_dims)
+    coarse = torch.randn(2, up.upsample[0].in_channels, *(6,) * spatial_dims)
+    with torch.no_grad():
+        torch.testing.assert_close(up(coarse, skip), up.forward_from_levels(coarse, [skip]), atol=0, rtol=0)
+    torch.testing.assert_close(up(coarse, skip).detach(), up.forward_from_levels(coarse, [skip]).detach())
 
 
 # ---------------------------------------------------------------------------------- constructor checks

@@ -10,7 +10,7 @@ import torch
 from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
-__all__ = ["DoubleConv", "Down", "Up", "center_crop_to"]
+__all__ = ["ConvNormAct", "DoubleConv", "MaxPool", "Down", "Up", "center_crop_to"]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -18,10 +18,14 @@ _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 _LINEAR_MODE = {2: "bilinear", 3: "trilinear"}
 
 
-def conv_norm_act(
-    spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int, padding: int, norm: str | tuple | None
-) -> nn.Sequential:
-    """A convolution (with bias), an optional MONAI normalisation layer and a ReLU.
+class ConvNormAct(nn.Sequential):
+    """Convolution (with bias), optional MONAI normalisation and ReLU, ``(B, C_in, *S) -> (B, C_out, *S')``.
+
+    In eval mode a BatchNorm (with running statistics) is folded into the convolution: one convolution with
+    weights ``w * gamma / sqrt(var + eps)`` and bias ``(b - mean) * gamma / sqrt(var + eps) + beta``, then an in-place
+    ReLU. The result is the same up to rounding, without the BatchNorm's pass over the feature map and its output
+    buffer (about a fifth of a 3D same-padding net's inference time on the CPU, measured with torch.profiler).
+    The children and the state dict stay those of ``nn.Sequential(conv, norm, relu)``.
 
     Args:
         spatial_dims: 2 or 3.
@@ -31,11 +35,43 @@ def conv_norm_act(
         padding: zero padding per side in voxels (0 for valid convolutions).
         norm: a MONAI ``Norm`` name such as ``"batch"`` or ``("group", {"num_groups": 8})``, or None.
     """
-    layers: list[nn.Module] = [_CONV[spatial_dims](in_channels, out_channels, kernel_size, padding=padding)]
-    if norm is not None:
-        layers.append(get_norm_layer(norm, spatial_dims=spatial_dims, channels=out_channels))
-    layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+
+    __constants__ = ["foldable", "eps"]  # TorchScript compiles only the branch that applies
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        padding: int,
+        norm: str | tuple | None,
+    ) -> None:
+        layers: list[nn.Module] = [_CONV[spatial_dims](in_channels, out_channels, kernel_size, padding=padding)]
+        if norm is not None:
+            layers.append(get_norm_layer(norm, spatial_dims=spatial_dims, channels=out_channels))
+        layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+        bn = layers[1] if len(layers) == 3 else None
+        self.foldable = isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.affine and bn.track_running_stats
+        self.eps = float(bn.eps) if self.foldable else 0.0  # type: ignore[union-attr]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.foldable:
+            if not self.training:
+                return self._folded(x)
+        for layer in self:
+            x = layer(x)
+        return x
+
+    def _folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval-mode convolution with the BatchNorm folded into its weights and bias, then ReLU."""
+        conv, bn = self[0], self[1]
+        bias, mean, var, gamma, beta = conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias
+        assert bias is not None and mean is not None and var is not None and gamma is not None and beta is not None
+        scale = gamma * torch.rsqrt(var + self.eps)
+        weight = conv.weight * scale.reshape([-1] + [1] * (conv.weight.dim() - 1))
+        return torch.relu_(conv._conv_forward(x, weight, (bias - mean) * scale + beta))
 
 
 class DoubleConv(nn.Sequential):
@@ -54,9 +90,32 @@ class DoubleConv(nn.Sequential):
     ) -> None:
         pad = 0 if padding == "valid" else 1
         super().__init__(
-            conv_norm_act(spatial_dims, in_channels, out_channels, 3, pad, norm),
-            conv_norm_act(spatial_dims, out_channels, out_channels, 3, pad, norm),
+            ConvNormAct(spatial_dims, in_channels, out_channels, 3, pad, norm),
+            ConvNormAct(spatial_dims, out_channels, out_channels, 3, pad, norm),
         )
+
+
+class MaxPool(nn.Module):
+    """2x2(x2) max-pooling with stride 2, ``(B, C, *S) -> (B, C, *S // 2)``, in the input's dtype.
+
+    CPU autocast lists ``max_pool3d`` among its float32 operations, so a bf16 feature map would first be copied to
+    float32 (twice its size, the largest buffer of a 3D tile's forward pass). A maximum is exact in any dtype, so
+    pooling runs with autocast off and gives the same values.
+    """
+
+    def __init__(self, spatial_dims: int) -> None:
+        super().__init__()
+        self.pool = _POOL[spatial_dims](kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self.pool(x)
+        return self._pool_in_input_dtype(x)
+
+    @torch.jit.unused
+    def _pool_in_input_dtype(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.pool(x)
 
 
 class Down(nn.Sequential):
@@ -66,7 +125,7 @@ class Down(nn.Sequential):
         self, spatial_dims: int, in_channels: int, out_channels: int, padding: str, norm: str | tuple | None
     ) -> None:
         super().__init__(
-            _POOL[spatial_dims](kernel_size=2, stride=2),
+            MaxPool(spatial_dims),
             DoubleConv(spatial_dims, in_channels, out_channels, padding, norm),
         )
 
@@ -76,10 +135,26 @@ def center_crop_to(skip: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
     The paper's "cropping ... due to the loss of border pixels in every convolution". A view, no copy.
     """
+    return _center_crop(skip, reference.shape[2:])
+
+
+def _center_crop(skip: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """Centre-crop ``skip`` ``(B, C, *S)`` to spatial ``size`` (a view)."""
     for dim in range(2, skip.dim()):
-        offset = (skip.shape[dim] - reference.shape[dim]) // 2
-        skip = skip.narrow(dim, offset, reference.shape[dim])
+        offset = (skip.shape[dim] - size[dim - 2]) // 2
+        skip = skip.narrow(dim, offset, size[dim - 2])
     return skip
+
+
+def _empty_in_layout_of(like: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` with the dtype, device and memory format (channels-last or not) of
+    ``like``."""
+    layout = torch.contiguous_format
+    if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last):
+        layout = torch.channels_last
+    elif like.dim() == 5 and like.is_contiguous(memory_format=torch.channels_last_3d):
+        layout = torch.channels_last_3d
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=layout)
 
 
 class Up(nn.Module):
@@ -125,9 +200,31 @@ class Up(nn.Module):
                 up.append(get_norm_layer(norm, spatial_dims=spatial_dims, channels=out_channels))
             up.append(nn.ReLU(inplace=True))
         self.upsample = nn.Sequential(*up)
+        self.skip_channels = skip_channels
+        self.up_channels = out_channels
         self.conv = DoubleConv(spatial_dims, out_channels + skip_channels, out_channels, padding, norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, in_channels, *S)``, ``skip``: ``(B, skip_channels, *S_skip)`` with ``S_skip >= 2 S``."""
-        x = self.upsample(x)  # (B, out_channels, *2S)
-        return self.conv(torch.cat([center_crop_to(skip, x), x], dim=1))
+        return self.forward_from_levels(x, [skip])
+
+    def forward_from_levels(self, x: torch.Tensor, levels: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`forward` with the skip taken (popped) from the end of ``levels``, the encoder's feature maps.
+
+        Taking the skip from the list leaves this method the only reference to it (a tensor argument of a module
+        call stays referenced by the call until it returns), so each full-resolution map is released as soon as it
+        has been used: this bounds an inference pass's peak memory. Without autograd the concatenation is also
+        filled in place: the cropped skip is copied in and released before the up-convolution runs, so at most the
+        concatenation and one half of it are alive (``torch.cat`` needs both halves and the result at once).
+        """
+        if torch.is_grad_enabled():
+            up = self.upsample(x)  # (B, out_channels, *2S)
+            merged = torch.cat([center_crop_to(levels.pop(), up), up], dim=1)
+        else:  # neither the skip nor the upsampled map is bound to a name: each goes once copied
+            size = [2 * s for s in x.shape[2:]]
+            merged = _empty_in_layout_of(levels[-1], [x.shape[0], self.skip_channels + self.up_channels] + size)
+            merged[:, : self.skip_channels].copy_(_center_crop(levels.pop(), size))
+            merged[:, self.skip_channels :].copy_(self.upsample(x))
+        for layer in self.conv:  # not self.conv(merged): the call would hold the concatenation to the end
+            merged = layer(merged)
+        return merged

@@ -68,10 +68,10 @@ class Decoder(nn.Module):
         )
 
     def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
-        """Feature maps of the encoder, finest first -> ``(B, features[0], *S_out)``."""
-        x = levels[-1]
-        for i, up in enumerate(self.ups):
-            x = up(x, levels[-2 - i])
+        """Feature maps of the encoder, finest first -> ``(B, features[0], *S_out)``. Consumes ``levels``."""
+        x = levels.pop()
+        for up in self.ups:
+            x = up.forward_from_levels(x, levels)  # Up pops its skip and releases it once concatenated
         return x
 
 
