@@ -14,7 +14,8 @@ in one run:
   tiles z-scored as they are read (``normalize=True``), argmax into an unnamed memory-mapped file
   (``memmap_dir``).
 
-Each case runs in its own process, so that its peak RSS (``ru_maxrss``) is its own. Prints voxels per
+Each case runs in its own process, so that its peak RSS (``VmHWM``) is its own; the RSS just before inference
+(imports, network, volume: the same in every case) is printed too. Prints voxels per
 second, peak RSS, ratios, and the Dice of our labels against MONAI's (overlap 0.5, sw 4).
 
     python benchmarks/bench_inference.py            # about 10 minutes on 2 cores
@@ -81,6 +82,7 @@ def run_case(case: str, work: Path) -> dict:
     net = make_network()
     net.load_state_dict(torch.load(work / "net.pt", weights_only=True))
     net.eval()
+    before = rss_mb()  # imports, network and volume: what every case holds before inference starts
     start = time.perf_counter()
     with torch.no_grad():
         if case.startswith("monai"):
@@ -97,7 +99,8 @@ def run_case(case: str, work: Path) -> dict:
             labels = AutocastInferer(tiles, dtype=dtype)(x, net)
     seconds = time.perf_counter() - start
     np.save(work / f"{case}.npy", labels.numpy())
-    return {"seconds": seconds, "voxels": int(np.prod(volume.shape)), "peak_rss_mb": peak_rss_mb()}
+    peak = peak_rss_mb()
+    return {"seconds": seconds, "voxels": int(np.prod(volume.shape)), "peak_rss_mb": peak, "rss_before_mb": before}
 
 
 def run_growth(case: str, work: Path) -> dict:
@@ -123,6 +126,15 @@ def run_growth(case: str, work: Path) -> dict:
         labels = inferer(image, net)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "voxels": int(labels[0, 0].numel()), "peak_rss_mb": peak_rss_mb()}
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (``VmRSS``), in MB; 0 where /proc is missing."""
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else []:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def peak_rss_mb() -> float:
@@ -180,17 +192,29 @@ def main() -> None:
             "\nours_<window>_<margin>_<sw batch>_<precision>: windows of that size, the centre kept (margin voxels off"
             " each side); monai_<overlap>_<sw batch>"
         )
-        print(f"{'case':<22} {'s':>6} {'Mvoxel/s':>9} {'peak RSS MB':>12} {'Dice vs MONAI 0.5/4':>20}")
+        print(
+            f"{'case':<22} {'s':>6} {'Mvoxel/s':>9} {'peak RSS MB':>12} {'RSS before MB':>14} {'added MB':>9} "
+            f"{'Dice vs MONAI 0.5/4':>20}"
+        )
         for case, r in results.items():
             rate = r["voxels"] / r["seconds"] / 1e6
             agreement = dice(np.load(work / f"{case}.npy"), reference)
-            print(f"{case:<22} {r['seconds']:6.1f} {rate:9.3f} {r['peak_rss_mb']:12.0f} {agreement:20.4f}")
-        print("\nratios, ours against MONAI (speed: MONAI seconds / our seconds; RSS: our peak / MONAI peak)")
+            added = r["peak_rss_mb"] - r["rss_before_mb"]
+            print(
+                f"{case:<22} {r['seconds']:6.1f} {rate:9.3f} {r['peak_rss_mb']:12.0f} {r['rss_before_mb']:14.0f} "
+                f"{added:9.0f} {agreement:20.4f}"
+            )
+        print(
+            "\nratios, ours against MONAI (speed: MONAI seconds / our seconds; RSS: our peak / MONAI peak; added: the"
+            " same for the memory added by inference, peak minus the RSS before it)"
+        )
         for mine in our_cases:
             for theirs in monai_cases:
                 speed = results[theirs]["seconds"] / results[mine]["seconds"]
                 rss = results[mine]["peak_rss_mb"] / results[theirs]["peak_rss_mb"]
-                print(f"  {mine:<20} vs {theirs:<14} {speed:5.1f}x faster   RSS {rss:4.2f}x")
+                mine_added = results[mine]["peak_rss_mb"] - results[mine]["rss_before_mb"]
+                added = mine_added / (results[theirs]["peak_rss_mb"] - results[theirs]["rss_before_mb"])
+                print(f"  {mine:<20} vs {theirs:<14} {speed:5.1f}x faster   RSS {rss:4.2f}x   added {added:4.2f}x")
         print("goals: >= 3x MONAI's throughput at overlap 0.5, Dice >= 0.995 against it, peak RSS <= 0.5x")
 
         # memory growth: N and 8N voxels, uncompressed NIfTI files, memory-mapped in and out

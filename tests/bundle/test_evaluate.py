@@ -40,6 +40,22 @@ def test_training_writes_report_and_evaluate_writes_per_case_scores(tmp_path: Pa
     assert summary["metrics"]["pixel_error"]["mean"] == pytest.approx(mean)
     assert "cases: " in proc.stderr + proc.stdout
 
+    flipped = tmp_path / "evaluation_flips"  # test-time flips and rotations: the same files, other scores
+    run_bundle(
+        "evaluating",
+        ["bundles/unet/evaluate.json"],
+        tmp_path,
+        *TINY_INFER,
+        "--output_dir",
+        str(flipped),
+        "--test_time_flips",
+        "True",
+    )
+    flipped_rows = list(csv.DictReader(open(flipped / "evaluation_per_case.csv", newline="")))
+    assert [r["case"] for r in flipped_rows] == [r["case"] for r in rows]
+    assert all(0.0 <= float(r["dice_membrane"]) <= 1.0 for r in flipped_rows)
+    assert [r["dice_membrane"] for r in flipped_rows] != [r["dice_membrane"] for r in rows]
+
 
 @pytest.mark.integration
 @pytest.mark.skipif(not (SHARED / "isbi2012").is_dir(), reason=f"shared ISBI 2012 data not found at {SHARED}")

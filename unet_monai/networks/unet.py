@@ -71,7 +71,8 @@ class Decoder(nn.Module):
         """Feature maps of the encoder, finest first -> ``(B, features[0], *S_out)``. Consumes ``levels``."""
         x = levels.pop()
         for up in self.ups:
-            x = up.forward_from_levels(x, levels)  # Up pops its skip and releases it once concatenated
+            # Up pops its skip from the list and releases it once used
+            x = up.forward_from_levels(x, levels)  # type: ignore[operator]
         return x
 
 
