@@ -51,9 +51,7 @@ class ConvNormAct(nn.Sequential):
         layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
         bn = layers[1] if len(layers) == 3 else None
-        foldable = isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.affine and bn.track_running_stats
-        self.foldable = foldable
-        self.eps = bn.eps if isinstance(bn, nn.modules.batchnorm._BatchNorm) and foldable else 0.0
+        self.foldable = isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.affine and bn.track_running_stats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.foldable:
@@ -71,7 +69,7 @@ class ConvNormAct(nn.Sequential):
         conv, bn = self[0], self[1]
         bias, mean, var, gamma, beta = conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias
         assert bias is not None and mean is not None and var is not None and gamma is not None and beta is not None
-        scale = gamma * torch.rsqrt(var + self.eps)  # type: ignore[operator,arg-type]
+        scale = gamma * torch.rsqrt(var + bn.eps)  # type: ignore[operator,arg-type]
         weight = conv.weight * scale.reshape([-1] + [1] * (conv.weight.dim() - 1))  # type: ignore[operator]
         return torch.relu_(conv._conv_forward(x, weight, (bias - mean) * scale + beta))  # type: ignore[operator]
 
