@@ -8,6 +8,7 @@ network, patch size, batch, loss, optimizer and precision, read from ``bundles/u
 
     python benchmarks/bench_network.py            # about 3 minutes on 2 cores
     python benchmarks/bench_network.py --quick    # smaller inputs, fewer repeats: checks that it runs
+    python benchmarks/bench_network.py --bundle-only   # the ceilings and the bundle's train step only (~1 min)
 """
 
 from __future__ import annotations
@@ -140,11 +141,29 @@ def bundle_default_case(repeats: int, ceilings: dict) -> dict:
     return result
 
 
+def compare_networks(size: int, repeats: int, ceilings: dict) -> tuple[dict, dict]:
+    """The 2D paper net against BasicUNet of the same widths, in every mode; prints the time ratios."""
+    widths = (64, 128, 256, 512, 1024)
+    x = torch.randn(1, 1, size, size)
+    print(f"2D, batch 1, {size}x{size}, features {widths}, SGD momentum 0.99")
+    paper = measure("PaperUNet (valid, paper)", lambda: PaperUNet(2, 1, 2, features=widths), x, repeats, ceilings)
+    basic = measure("BasicUNet (same)", lambda: BasicUNet(2, 1, 2, features=(*widths, widths[0])), x, repeats, ceilings)
+
+    print("\nPaperUNet time / BasicUNet time (below 1: PaperUNet faster; GFLOP/s compares efficiency):")
+    for mode in MODES:
+        for phase in ("forward", "train"):
+            ratio = paper[mode][phase]["seconds"] / basic[mode][phase]["seconds"]
+            eff = paper[mode][phase]["gflop_s"] / basic[mode][phase]["gflop_s"]
+            print(f"  {mode:<8} {phase:<7} time ratio {ratio:5.2f}   GFLOP/s ratio {eff:5.2f}")
+    return paper, basic
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs and few repeats (a smoke run)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--bundle-only", action="store_true", help="skip the PaperUNet / BasicUNet comparison")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     size = 188 if args.quick else 572
@@ -163,18 +182,7 @@ def main() -> None:
         )
     print()
 
-    widths = (64, 128, 256, 512, 1024)
-    x = torch.randn(1, 1, size, size)
-    print(f"2D, batch 1, {size}x{size}, features {widths}, SGD momentum 0.99")
-    paper = measure("PaperUNet (valid, paper)", lambda: PaperUNet(2, 1, 2, features=widths), x, repeats, ceilings)
-    basic = measure("BasicUNet (same)", lambda: BasicUNet(2, 1, 2, features=(*widths, widths[0])), x, repeats, ceilings)
-
-    print("\nPaperUNet time / BasicUNet time (below 1: PaperUNet faster; GFLOP/s compares efficiency):")
-    for mode in MODES:
-        for phase in ("forward", "train"):
-            ratio = paper[mode][phase]["seconds"] / basic[mode][phase]["seconds"]
-            eff = paper[mode][phase]["gflop_s"] / basic[mode][phase]["gflop_s"]
-            print(f"  {mode:<8} {phase:<7} time ratio {ratio:5.2f}   GFLOP/s ratio {eff:5.2f}")
+    paper, basic = ({}, {}) if args.bundle_only else compare_networks(size, repeats, ceilings)
 
     bundle = bundle_default_case(repeats, ceilings)
     share = bundle["train"]["of_ceiling"]

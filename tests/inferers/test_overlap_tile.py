@@ -238,6 +238,26 @@ def test_autocast_float32_is_plain_inference_and_keeps_gradients():
     assert all(p.grad is not None and p.grad.abs().max() > 0 for p in net.parameters())
 
 
+def test_autocast_hands_the_network_plain_tensors_and_returns_the_metadata():
+    """A MetaTensor batch (what MONAI's trainers pass) reaches the network unwrapped, channels-last; the output is a
+    MetaTensor with the input's metadata, as from MONAI's SimpleInferer."""
+    net = valid_net(2)
+    seen = []
+
+    def network(x):
+        seen.append((type(x), x.is_contiguous(memory_format=torch.channels_last)))
+        return net(x)
+
+    x = MetaTensor(torch.randn(2, 1, *net.input_shape_for((8, 8))), affine=torch.diag(torch.tensor([2.0, 3, 1, 1])))
+    out = AutocastInferer(dtype="float32")(x, network)
+    assert seen == [(torch.Tensor, True)]
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, x.affine)
+    with torch.no_grad():
+        torch.testing.assert_close(out.as_tensor(), net(x.as_tensor()), atol=1e-5, rtol=0)
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
 def test_autocast_rejects_unknown_dtype():
     with pytest.raises(ValueError, match="dtype must be one of .* got 'int8'"):
         AutocastInferer(dtype="int8")

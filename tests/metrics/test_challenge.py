@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 
 from unet_monai.engines import CaseMetricsReport
 from unet_monai.metrics import CHALLENGE_THRESHOLDS, challenge_scores, foreground_restricted_scores, threshold_sweep
-from unet_monai.metrics.rand_info import cells_from_boundaries
+from unet_monai.metrics.rand_info import cells_from_boundaries, thin_boundaries
 
 
 def membrane_grid(size: int = 48, spacing: int = 12) -> np.ndarray:
@@ -40,10 +40,10 @@ def test_fscore_from_counts_summed_over_sections_at_the_best_threshold() -> None
     probabilities = [t * 0.4 + rng.random(t.shape) * 0.6 for t in truths]  # classes overlap: no perfect threshold
     sweeps = [threshold_sweep(p, t) for p, t in zip(probabilities, truths)]
     scores = challenge_scores(sweeps)
-    best_f, best_rand = -1.0, -1.0
+    best_f, best_rand, best_thinned = -1.0, -1.0, -1.0
     for threshold in CHALLENGE_THRESHOLDS:
         tp = fp = fn = 0
-        v_rand = []
+        v_rand, v_thinned = [], []
         for p, t in zip(probabilities, truths):
             cell = (1 - p) > threshold
             tp += np.sum(cell & ~t)
@@ -52,13 +52,18 @@ def test_fscore_from_counts_summed_over_sections_at_the_best_threshold() -> None
             v_rand.append(
                 foreground_restricted_scores(cells_from_boundaries(~cell), cells_from_boundaries(t))["v_rand"]
             )
+            thinned = thin_boundaries(cells_from_boundaries(~cell))
+            v_thinned.append(foreground_restricted_scores(thinned, cells_from_boundaries(t))["v_rand"])
         f = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
         if f > best_f:
             best_f, best_threshold = f, threshold
         best_rand = max(best_rand, float(np.mean(v_rand)))
+        best_thinned = max(best_thinned, float(np.mean(v_thinned)))
     assert scores["pixel_error"] == pytest.approx(1 - best_f)
     assert scores["pixel_threshold"] == best_threshold
     assert scores["rand_error"] == pytest.approx(1 - best_rand)
+    assert scores["rand_error_thinned"] == pytest.approx(1 - best_thinned)
+    assert scores["rand_error_thinned"] <= scores["rand_error"] + 1e-12
     # the leaderboard's pixel error (an F-score of cell pixels) is smaller than the misclassified fraction
     assert scores["pixel_error"] < scores["misclassified_at_pixel_threshold"]
 
@@ -87,11 +92,12 @@ def test_case_report_sweeps_logits_and_writes_the_leaderboard_scores(tmp_path: P
     evaluator.run([[{"case_id": "grid"}]], max_epochs=1)
     summary = json.loads((tmp_path / "e_summary.json").read_text())
     assert summary["challenge"]["pixel_error"] == 0.0
+    assert summary["challenge"]["rand_error_thinned"] == pytest.approx(0.0, abs=1e-12)
     assert summary["metrics"]["dice_membrane"]["mean"] == 1.0  # labels are the logits' argmax
     with open(tmp_path / "e_thresholds.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["cell_threshold"] for r in rows] == [f"{t:.1f}" for t in CHALLENGE_THRESHOLDS]
-    assert {r["case"] for r in rows} == {"grid"}
+    assert {r["case"] for r in rows} == {"grid"} and "v_rand_thinned" in rows[0]
     with pytest.raises(ValueError, match="not a channel"):
         bad = Engine(step)
         CaseMetricsReport(tmp_path, classes={1: "membrane"}, boundary_class=2).attach(bad)

@@ -7,8 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
-from unet_monai.metrics import case_scores, cells_from_boundaries, em_segmentation_scores, foreground_restricted_scores
+from unet_monai.metrics import (
+    case_scores,
+    cells_from_boundaries,
+    em_segmentation_scores,
+    foreground_restricted_scores,
+    thin_boundaries,
+)
 
 ISBI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "isbi2012"
 
@@ -102,6 +109,38 @@ def test_cells_are_face_connected_components_of_non_boundary() -> None:
     assert cells_from_boundaries(diagonal).max() == 4
 
 
+def test_thinning_gives_each_boundary_pixel_its_nearest_segment() -> None:
+    seg = np.array(
+        [
+            [1, 1, 0, 0, 0, 2],
+            [1, 1, 0, 0, 0, 2],
+            [0, 0, 0, 0, 0, 0],
+        ]
+    )
+    thinned = thin_boundaries(seg)
+    assert thinned.dtype == seg.dtype and (thinned != 0).all()
+    np.testing.assert_array_equal(thinned[:2, :3], 1)  # column 2 is one pixel from 1, three from 2
+    np.testing.assert_array_equal(thinned[:2, 4:], 2)
+    assert thinned[2, 0] == 1 and thinned[2, 5] == 2
+    np.testing.assert_array_equal(thin_boundaries(np.zeros((3, 4), int)), 1)  # all boundary: one segment
+    whole = np.arange(1, 13).reshape(3, 4)
+    np.testing.assert_array_equal(thin_boundaries(whole), whole)  # no boundary: unchanged
+
+
+def test_thick_predicted_membrane_is_a_split_error_only_before_thinning() -> None:
+    truth = np.zeros((20, 21), dtype=bool)
+    truth[:, 10] = True  # two true cells, a one-pixel membrane between them
+    thick = np.zeros_like(truth)
+    thick[:, 7:14] = True  # the same membrane predicted 7 pixels wide
+    scores = em_segmentation_scores(thick, truth)
+    assert scores["rand_error"] > 0.1  # 6 x 20 predicted-membrane pixels in true cells: singletons
+    assert scores["rand_error_thinned"] == pytest.approx(0.0, abs=1e-12)
+    assert scores["v_rand_thinned"] == pytest.approx(1.0) and scores["v_info_thinned"] == pytest.approx(1.0)
+    gap = thick.copy()
+    gap[5, 7:14] = False  # a hole in the predicted membrane merges the cells, thinned or not
+    assert em_segmentation_scores(gap, truth)["rand_error_thinned"] == pytest.approx(1 / 3)  # 2 equal cells as 1
+
+
 @pytest.mark.skipif(not ISBI.is_dir(), reason=f"shared ISBI 2012 data not found at {ISBI}")
 def test_isbi_label_scores_itself_perfectly_and_a_shifted_copy_worse() -> None:
     membrane = np.array(Image.open(ISBI / "train" / "label" / "0.png")) == 0
@@ -110,6 +149,8 @@ def test_isbi_label_scores_itself_perfectly_and_a_shifted_copy_worse() -> None:
     assert perfect["v_info"] == pytest.approx(1.0)
     shifted = em_segmentation_scores(np.roll(membrane, 3, axis=0), membrane)
     assert 0.0 < shifted["pixel_error"] < 0.5 and 0.0 < shifted["rand_error"] < 1.0
+    dilated = em_segmentation_scores(ndimage.binary_dilation(membrane, iterations=2), membrane)
+    assert dilated["rand_error_thinned"] < 0.5 * dilated["rand_error"]  # thicker membranes: forgiven by thinning
     thin = em_segmentation_scores(np.zeros_like(membrane), membrane)  # no membrane predicted: one giant cell
     assert thin["v_rand_split"] == pytest.approx(1.0) and thin["rand_error"] > 0.9
     assert thin["pixel_error"] == pytest.approx(membrane.mean())

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from unet_monai.networks import ConvNormAct, MaxPool, PaperUNet
+from unet_monai.networks.blocks import center_crop_to
 from unet_monai.networks.presets import blog_unet_2d, cicek_unet_3d, paper_unet_2d
 
 
@@ -349,6 +350,39 @@ def test_no_grad_forward_equals_the_autograd_forward(spatial_dims, padding, memo
     with torch.no_grad():
         torch.testing.assert_close(up(coarse, skip), up.forward_from_levels(coarse, [skip]), atol=0, rtol=0)
     torch.testing.assert_close(up(coarse, skip).detach(), up.forward_from_levels(coarse, [skip]).detach())
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3], ids=["2d", "3d"])
+def test_skip_gradient_keeps_the_channels_last_layout_and_equals_narrows(spatial_dims):
+    """The crop's backward allocates the skip's gradient channels-last like the skip (torch's narrow backward
+    would give a channels-first one, and mixing layouts makes the gradient sum and the ReLU backward slow)."""
+    fmt = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+    net = small_net(spatial_dims, "valid", depth=2).to(memory_format=fmt)
+    up = net.decoder.ups[-1]
+    skip = torch.randn(2, up.skip_channels, *(20,) * spatial_dims).contiguous(memory_format=fmt).requires_grad_()
+    coarse = torch.randn(2, up.upsample[0].in_channels, *(6,) * spatial_dims).contiguous(memory_format=fmt)
+    layouts = []
+    feature_map = skip * 1.0  # an intermediate map, as in the network (a leaf's .grad is restrided to the leaf)
+    feature_map.register_hook(lambda grad: layouts.append(grad.is_contiguous(memory_format=fmt)))
+    up(coarse, feature_map).square().sum().backward()
+    assert layouts == [True]
+    reference_skip = skip.detach().clone().requires_grad_()
+    upsampled = up.upsample(coarse)
+    cropped = center_crop_to(reference_skip, upsampled)
+    merged = torch.cat([cropped, upsampled], dim=1)
+    for layer in up.conv:
+        merged = layer(merged)
+    merged.square().sum().backward()
+    torch.testing.assert_close(skip.grad, reference_skip.grad)
+    border = skip.grad.clone()
+    _center_crop_view(border, 12).zero_()
+    assert border.abs().max() == 0  # no gradient outside the crop
+
+
+def _center_crop_view(x: torch.Tensor, size: int) -> torch.Tensor:
+    for dim in range(2, x.dim()):
+        x = x.narrow(dim, (x.shape[dim] - size) // 2, size)
+    return x
 
 
 # ---------------------------------------------------------------------------------- constructor checks

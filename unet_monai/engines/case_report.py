@@ -189,7 +189,7 @@ class CaseMetricsReport:
             logger.info("ISBI 2012 leaderboard scores (best threshold): %s", summary["challenge"])
 
     def _write_thresholds(self) -> None:
-        columns = ["true_positives", "false_positives", "false_negatives", "misclassified", "v_rand"]
+        columns = ["true_positives", "false_positives", "false_negatives", "misclassified", "v_rand", "v_rand_thinned"]
         with atomic_path(self.thresholds_path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["case", "cell_threshold", *columns])

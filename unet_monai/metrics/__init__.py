@@ -3,7 +3,12 @@ best-threshold scores of a probability map, and one function gathering every sco
 
 from unet_monai.metrics.case_scores import case_scores
 from unet_monai.metrics.challenge import CHALLENGE_THRESHOLDS, challenge_scores, threshold_sweep
-from unet_monai.metrics.rand_info import cells_from_boundaries, em_segmentation_scores, foreground_restricted_scores
+from unet_monai.metrics.rand_info import (
+    cells_from_boundaries,
+    em_segmentation_scores,
+    foreground_restricted_scores,
+    thin_boundaries,
+)
 
 __all__ = [
     "CHALLENGE_THRESHOLDS",
@@ -13,4 +18,5 @@ __all__ = [
     "cells_from_boundaries",
     "em_segmentation_scores",
     "foreground_restricted_scores",
+    "thin_boundaries",
 ]

@@ -7,7 +7,9 @@ Fiji's ``trainableSegmentation.metrics`` from the submitted probability maps (Ar
   positives, the proposal is binarised at thresholds 0.0, 0.1, ..., 1.0 (cell where its value > threshold), true
   and false positives and negatives are summed over all sections, and the best threshold's F-score counts;
 - Rand error = 1 - the maximal F-score of the foreground-restricted Rand index (V_Rand), over the same thresholds
-  (mean over the sections at each threshold).
+  (mean over the sections at each threshold);
+- the leaderboard's final ranking uses V_Rand after border thinning (``rand_info.thin_boundaries``), reported
+  here as ``rand_error_thinned``, over the same thresholds.
 
 These are not the fraction of misclassified pixels at one threshold (``case_scores``' ``pixel_error``), which is
 larger for the same map; both are reported.
@@ -19,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from unet_monai.metrics.rand_info import cells_from_boundaries, foreground_restricted_scores
+from unet_monai.metrics.rand_info import cells_from_boundaries, foreground_restricted_scores, thin_boundaries
 
 __all__ = ["CHALLENGE_THRESHOLDS", "threshold_sweep", "challenge_scores"]
 
@@ -40,7 +42,8 @@ def threshold_sweep(
 
     Returns:
         ``thresholds`` and, per threshold, ``true_positives``, ``false_positives``, ``false_negatives`` (cell
-        pixels as positives), ``misclassified`` (fraction of pixels) and ``v_rand``.
+        pixels as positives), ``misclassified`` (fraction of pixels), ``v_rand`` and ``v_rand_thinned`` (after
+        border thinning).
 
     Raises:
         ValueError: the shapes differ.
@@ -55,14 +58,16 @@ def threshold_sweep(
     true_cells = cells_from_boundaries(truth)
     cell_probability = 1.0 - probability
     rows: dict[str, list[float]] = {k: [] for k in ("true_positives", "false_positives", "false_negatives")}
-    rows.update(misclassified=[], v_rand=[])
+    rows.update(misclassified=[], v_rand=[], v_rand_thinned=[])
     for threshold in thresholds:
         cell = cell_probability > threshold
         rows["true_positives"].append(float((cell & true_cell).sum()))
         rows["false_positives"].append(float((cell & ~true_cell).sum()))
         rows["false_negatives"].append(float((~cell & true_cell).sum()))
         rows["misclassified"].append(float((cell != true_cell).mean()))
-        rows["v_rand"].append(foreground_restricted_scores(cells_from_boundaries(~cell), true_cells)["v_rand"])
+        cells = cells_from_boundaries(~cell)
+        rows["v_rand"].append(foreground_restricted_scores(cells, true_cells)["v_rand"])
+        rows["v_rand_thinned"].append(foreground_restricted_scores(thin_boundaries(cells), true_cells)["v_rand"])
     return {"thresholds": np.asarray(thresholds, dtype=np.float64), **{k: np.asarray(v) for k, v in rows.items()}}
 
 
@@ -71,7 +76,9 @@ def challenge_scores(sweeps: Sequence[Mapping[str, np.ndarray]]) -> dict[str, fl
 
     Returns:
         ``pixel_error`` (1 - maximal F-score of cell pixels, counts summed over the sections) and
-        ``pixel_threshold``; ``rand_error`` (1 - maximal mean V_Rand) and ``rand_threshold``; and
+        ``pixel_threshold``; ``rand_error`` (1 - maximal mean V_Rand) and ``rand_threshold``;
+        ``rand_error_thinned`` and ``rand_threshold_thinned``, the same after border thinning (when the sweeps
+        have ``v_rand_thinned``); and
         ``misclassified_at_pixel_threshold``, the plain fraction of wrong pixels at that threshold.
 
     Raises:
@@ -89,10 +96,16 @@ def challenge_scores(sweeps: Sequence[Mapping[str, np.ndarray]]) -> dict[str, fl
     v_rand = np.mean([s["v_rand"] for s in sweeps], axis=0)
     misclassified = np.mean([s["misclassified"] for s in sweeps], axis=0)
     best_pixel, best_rand = int(np.argmax(fscore)), int(np.argmax(v_rand))
-    return {
+    scores = {
         "pixel_error": float(1.0 - fscore[best_pixel]),
         "pixel_threshold": float(thresholds[best_pixel]),
         "misclassified_at_pixel_threshold": float(misclassified[best_pixel]),
         "rand_error": float(1.0 - v_rand[best_rand]),
         "rand_threshold": float(thresholds[best_rand]),
     }
+    if all("v_rand_thinned" in s for s in sweeps):
+        v_rand_thinned = np.mean([s["v_rand_thinned"] for s in sweeps], axis=0)
+        best_thinned = int(np.argmax(v_rand_thinned))
+        scores["rand_error_thinned"] = float(1.0 - v_rand_thinned[best_thinned])
+        scores["rand_threshold_thinned"] = float(thresholds[best_thinned])
+    return scores

@@ -157,6 +157,38 @@ def _empty_in_layout_of(like: torch.Tensor, shape: list[int]) -> torch.Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=layout)
 
 
+class _CenterCropKeepingLayout(torch.autograd.Function):
+    """:func:`_center_crop` whose gradient has the memory format of the input.
+
+    Why our own: the backward of ``narrow`` allocates a contiguous (channels-first) gradient, so on a channels-last
+    skip the sum with the pooling's gradient and the ReLU backward mix layouts and run 6-13x slower on the CPU
+    (measured: ``add_`` 29 ms instead of 2.3, ``threshold_backward`` 43 ms instead of 7, at 4 x 32 x 280 x 280 bf16).
+    """
+
+    @staticmethod
+    def forward(ctx, skip: torch.Tensor, size: list[int]) -> torch.Tensor:  # type: ignore[override]
+        ctx.shape, ctx.size = list(skip.shape), size
+        ctx.channels_last = skip.dim() > 3 and skip.is_contiguous(
+            memory_format=torch.channels_last if skip.dim() == 4 else torch.channels_last_3d
+        )
+        return _center_crop(skip, size)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        layout = torch.contiguous_format
+        if ctx.channels_last:
+            layout = torch.channels_last if len(ctx.shape) == 4 else torch.channels_last_3d
+        grad_skip = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=layout).zero_()
+        _center_crop(grad_skip, ctx.size).copy_(grad)
+        return grad_skip, None
+
+
+@torch.jit.unused
+def _center_crop_for_autograd(skip: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """Eager training path of the crop (TorchScript cannot call an autograd Function; scripted nets use narrow)."""
+    return _CenterCropKeepingLayout.apply(skip, size)
+
+
 class Up(nn.Module):
     """One step of the expanding path: upsample and halve the channels, crop-and-concat the skip, DoubleConv.
 
@@ -219,7 +251,12 @@ class Up(nn.Module):
         """
         if torch.is_grad_enabled():
             up = self.upsample(x)  # (B, out_channels, *2S)
-            merged = torch.cat([center_crop_to(levels.pop(), up), up], dim=1)
+            size = list(up.shape[2:])
+            if torch.jit.is_scripting():
+                skip = _center_crop(levels.pop(), size)
+            else:
+                skip = _center_crop_for_autograd(levels.pop(), size)
+            merged = torch.cat([skip, up], dim=1)
         else:  # neither the skip nor the upsampled map is bound to a name: each goes once copied
             size = [2 * s for s in x.shape[2:]]
             merged = _empty_in_layout_of(levels[-1], [x.shape[0], self.skip_channels + self.up_channels] + size)
