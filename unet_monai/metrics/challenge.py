@@ -77,8 +77,7 @@ def challenge_scores(sweeps: Sequence[Mapping[str, np.ndarray]]) -> dict[str, fl
     Returns:
         ``pixel_error`` (1 - maximal F-score of cell pixels, counts summed over the sections) and
         ``pixel_threshold``; ``rand_error`` (1 - maximal mean V_Rand) and ``rand_threshold``;
-        ``rand_error_thinned`` and ``rand_threshold_thinned``, the same after border thinning (when the sweeps
-        have ``v_rand_thinned``); and
+        ``rand_error_thinned`` and ``rand_threshold_thinned``, the same after border thinning; and
         ``misclassified_at_pixel_threshold``, the plain fraction of wrong pixels at that threshold.
 
     Raises:
@@ -103,9 +102,8 @@ def challenge_scores(sweeps: Sequence[Mapping[str, np.ndarray]]) -> dict[str, fl
         "rand_error": float(1.0 - v_rand[best_rand]),
         "rand_threshold": float(thresholds[best_rand]),
     }
-    if all("v_rand_thinned" in s for s in sweeps):
-        v_rand_thinned = np.mean([s["v_rand_thinned"] for s in sweeps], axis=0)
-        best_thinned = int(np.argmax(v_rand_thinned))
-        scores["rand_error_thinned"] = float(1.0 - v_rand_thinned[best_thinned])
-        scores["rand_threshold_thinned"] = float(thresholds[best_thinned])
+    v_rand_thinned = np.mean([s["v_rand_thinned"] for s in sweeps], axis=0)
+    best_thinned = int(np.argmax(v_rand_thinned))
+    scores["rand_error_thinned"] = float(1.0 - v_rand_thinned[best_thinned])
+    scores["rand_threshold_thinned"] = float(thresholds[best_thinned])
     return scores

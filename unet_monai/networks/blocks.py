@@ -167,18 +167,14 @@ class _CenterCropKeepingLayout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, skip: torch.Tensor, size: list[int]) -> torch.Tensor:  # type: ignore[override]
-        ctx.shape, ctx.size = list(skip.shape), size
-        ctx.channels_last = skip.dim() > 3 and skip.is_contiguous(
-            memory_format=torch.channels_last if skip.dim() == 4 else torch.channels_last_3d
-        )
+        ctx.save_for_backward(skip)  # no extra memory: the ReLU that made the skip keeps it for its backward
+        ctx.size = size
         return _center_crop(skip, size)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        layout = torch.contiguous_format
-        if ctx.channels_last:
-            layout = torch.channels_last if len(ctx.shape) == 4 else torch.channels_last_3d
-        grad_skip = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=layout).zero_()
+        (skip,) = ctx.saved_tensors
+        grad_skip = torch.zeros_like(skip, dtype=grad.dtype)  # preserve_format: the skip's layout
         _center_crop(grad_skip, ctx.size).copy_(grad)
         return grad_skip, None
 
