@@ -1,4 +1,4 @@
-"""Shared fixtures: seeded RNGs and a writer of small NIfTI files in ``tmp_path``."""
+"""Shared fixtures: seeded RNGs, a writer of small NIfTI files in ``tmp_path``, the bundle's 3D synthetic set."""
 
 from __future__ import annotations
 
@@ -33,3 +33,17 @@ def write_nifti(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def synthetic_em_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundle's default 3D synthetic data set (``train_3d.json``), generated once per session and shared.
+
+    Generating it takes about 25 s on 2 cores; the 3D bundle runs reuse it through ``--dataset_dir``, and the
+    bundle's own ``make_synthetic_em`` call finds it complete (same arguments) and writes nothing.
+    """
+    from unet_monai.data import make_synthetic_em
+
+    folder = tmp_path_factory.mktemp("shared_data") / "synthetic_em_3d"
+    make_synthetic_em(folder, spatial_dims=3)
+    return folder

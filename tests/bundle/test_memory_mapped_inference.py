@@ -20,7 +20,8 @@ AFFINE = np.array([[0.0, -0.9, 0.0, 30.0], [0.6, 0.0, 0.0, -8.0], [0.0, 0.0, 1.5
 
 
 @pytest.mark.integration
-def test_memory_mapped_inference_matches_in_ram(tmp_path: Path) -> None:
+def test_memory_mapped_inference_matches_in_ram(tmp_path: Path, synthetic_em_3d: Path) -> None:
+    small = [*SMALL, "--dataset_dir", str(synthetic_em_3d)]  # the label names come from the 3D manifest
     torch.manual_seed(0)
     net = PaperUNet(3, 1, 2, features=(4, 8), norm="batch")
     (tmp_path / "models").mkdir()
@@ -34,7 +35,7 @@ def test_memory_mapped_inference_matches_in_ram(tmp_path: Path) -> None:
         "inference",
         CONFIGS,
         tmp_path,
-        *SMALL,
+        *small,
         "--input",
         str(tmp_path / "em.nii.gz"),
         "--output_dir",
@@ -44,7 +45,7 @@ def test_memory_mapped_inference_matches_in_ram(tmp_path: Path) -> None:
         "inference",
         CONFIGS,
         tmp_path,
-        *SMALL,
+        *small,
         "--input",
         str(tmp_path / "em.nii"),
         "--memory_mapped",
@@ -66,7 +67,7 @@ def test_memory_mapped_inference_matches_in_ram(tmp_path: Path) -> None:
             "inference",
             CONFIGS,
             tmp_path,
-            *SMALL,
+            *small,
             "--input",
             str(tmp_path / "em.nii.gz"),
             "--memory_mapped",

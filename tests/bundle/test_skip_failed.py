@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from test_unet_bundle import REPO, TINY_INFER, bundle_command, train_tiny
+from test_unet_bundle import REPO, TINY_INFER, bundle_command
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +54,10 @@ def failures(path: Path) -> dict[str, dict[str, str]]:
         return {row["case"]: row for row in csv.DictReader(f)}
 
 
-def test_inference_skips_bad_cases_reports_them_and_exits_non_zero(tmp_path: Path) -> None:
-    train_tiny(tmp_path)
+def test_inference_skips_bad_cases_reports_them_and_exits_non_zero(
+    tmp_path: Path, with_tiny_checkpoint: Callable[[], Path]
+) -> None:
+    with_tiny_checkpoint()
     paths = write_cases(tmp_path / "cases")
     datalist = write_datalist(tmp_path / "cases", paths)
     out = tmp_path / "out"
@@ -82,8 +85,10 @@ def test_inference_skips_bad_cases_reports_them_and_exits_non_zero(tmp_path: Pat
     assert len(failures(tmp_path / "out2" / "failures.csv")) == 3
 
 
-def test_evaluation_scores_the_good_cases_and_lists_the_failed_ones(tmp_path: Path) -> None:
-    train_tiny(tmp_path)
+def test_evaluation_scores_the_good_cases_and_lists_the_failed_ones(
+    tmp_path: Path, with_tiny_checkpoint: Callable[[], Path]
+) -> None:
+    with_tiny_checkpoint()
     paths = write_cases(tmp_path / "cases")
     datalist = write_datalist(tmp_path / "cases", paths)
     out = tmp_path / "eval_out"

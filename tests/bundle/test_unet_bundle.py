@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -85,12 +86,14 @@ def test_training_then_inference_cli(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_training_3d_overlay(tmp_path: Path) -> None:
+def test_training_3d_overlay(tmp_path: Path, synthetic_em_3d: Path) -> None:
     """The 3D setting is one overlay file away and runs end to end."""
     run_bundle(
         "training",
         ["bundles/unet/train.json", "bundles/unet/train_3d.json"],
         tmp_path,
+        "--dataset_dir",
+        str(synthetic_em_3d),
         "--features",
         "[2,4]",
         "--output_patch_size",
@@ -138,56 +141,51 @@ SHARED_CT = REPO.parent / "shared" / "data" / "dcmqi-ct-seg" / "ct-3slice"
 
 @pytest.mark.integration
 @pytest.mark.skipif(not SHARED_CT.is_dir(), reason=f"shared DICOM series not found at {SHARED_CT}")
-def test_inference_on_a_dicom_folder_writes_nifti_and_seg(tmp_path: Path) -> None:
+def test_inference_on_a_dicom_folder_writes_nifti_and_seg(tmp_path: Path, synthetic_em_3d: Path) -> None:
     """A 3D model segments a real DICOM series: NIfTI with the series' affine, and a DICOM SEG that references it."""
     pytest.importorskip("highdicom")
     import highdicom as hd
     import pydicom
+    from monai.bundle import ConfigParser
     from monai.transforms import LoadImage
 
     from unet_monai.io import DicomSeriesReader
 
-    three_d = ["bundles/unet/train.json", "bundles/unet/train_3d.json"]
-    small = ["--features", "[2,4]", "--output_patch_size", "[8,8,8]", "--val_output_patch_size", "[48,48,48]"]
+    configs = ["bundles/unet/inference.json", "bundles/unet/train_3d.json"]
+    small = ["--features", "[2,4]", "--val_output_patch_size", "[48,48,48]", "--dataset_dir", str(synthetic_em_3d)]
+    parser = ConfigParser()
+    parser.read_config([str(REPO / f) for f in configs])
+    parser["features"] = [2, 4]
+    state = parser.get_parsed_content("network_def").state_dict()
+    state["head.bias"] = torch.tensor([0.0, 50.0])  # membrane everywhere: the SEG has a segment to write
+    (tmp_path / "models").mkdir()
+    torch.save(state, tmp_path / "models" / "model.pt")
     run_bundle(
-        "training", three_d, tmp_path, *small, "--epochs", "1", "--iterations_per_epoch", "1", "--val_interval", "1"
-    )
-    run_bundle(
-        "inference",
-        ["bundles/unet/inference.json", "bundles/unet/train_3d.json"],
-        tmp_path,
-        *small,
-        "--input",
-        str(SHARED_CT),
-        "--dicom_seg",
-        "True",
-        "--output_dir",
-        str(tmp_path / "out"),
-    )
+        "inference", configs, tmp_path, *small, "--input", str(SHARED_CT), "--dicom_seg", "True",
+        "--output_dir", str(tmp_path / "out"),
+    )  # fmt: skip
     series = LoadImage(image_only=True)(str(SHARED_CT), reader=DicomSeriesReader())
     nifti = nib.load(tmp_path / "out" / "ct-3slice_seg.nii.gz")
     assert nifti.shape == tuple(series.shape)
     np.testing.assert_allclose(nifti.affine, np.asarray(series.affine), atol=1e-4)
-    seg_file = tmp_path / "out" / "ct-3slice_seg.dcm"
-    labels = np.asarray(nifti.dataobj)
-    if labels.any():  # an untrained net may predict nothing; then no SEG is written (a SEG needs a segment)
-        seg = hd.seg.segread(seg_file)
-        sources = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in SHARED_CT.iterdir()}
-        referenced = {
-            f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-            for f in seg.PerFrameFunctionalGroupsSequence
-        }
-        assert referenced <= sources
-        assert seg.SegmentSequence[0].SegmentLabel == "membrane"
-    else:
-        assert not seg_file.exists()
+    assert np.asarray(nifti.dataobj).all()
+    seg = hd.seg.segread(tmp_path / "out" / "ct-3slice_seg.dcm")
+    sources = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in SHARED_CT.iterdir()}
+    referenced = {
+        f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        for f in seg.PerFrameFunctionalGroupsSequence
+    }
+    assert referenced == sources  # every slice has membrane, so every slice is referenced
+    assert seg.SegmentSequence[0].SegmentLabel == "membrane"
 
 
 @pytest.mark.integration
-def test_torchrun_inference_writes_every_case_once(tmp_path: Path) -> None:
+def test_torchrun_inference_writes_every_case_once(
+    tmp_path: Path, tiny_2d_bundle: Path, with_tiny_checkpoint: Callable[[], Path]
+) -> None:
     """Two processes share a datalist: each case is segmented by exactly one rank."""
-    train_tiny(tmp_path)
-    images = sorted((tmp_path / "data" / "synthetic_em_2d" / "imagesTr").glob("*.nii.gz"))[:5]
+    with_tiny_checkpoint()
+    images = sorted((tiny_2d_bundle / "data" / "synthetic_em_2d" / "imagesTr").glob("*.nii.gz"))[:5]
     config = "['bundles/unet/inference.json','bundles/unet/multi_gpu_inference.json']"
     cmd = [
         sys.executable,
@@ -228,14 +226,14 @@ def run_monai_bundle(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.integration
-def test_verify_net_in_out_and_torchscript_export(tmp_path: Path) -> None:
+def test_verify_net_in_out_and_torchscript_export(tmp_path: Path, with_tiny_checkpoint: Callable[[], Path]) -> None:
     """MONAI's own bundle checks: the network matches metadata.json, and ckpt_export's TorchScript model gives
     the eager model's output."""
     meta = ["--meta_file", "bundles/unet/metadata.json", "--config_file", "bundles/unet/train.json"]
     proc = run_monai_bundle("verify_net_in_out", "network_def", *meta, "--bundle_root", str(tmp_path), "--n", "4")
     assert "verified with no error" in proc.stdout + proc.stderr
 
-    train_tiny(tmp_path)
+    checkpoint = with_tiny_checkpoint()
     exported = tmp_path / "model.ts"
     run_monai_bundle(
         "ckpt_export",
@@ -243,7 +241,7 @@ def test_verify_net_in_out_and_torchscript_export(tmp_path: Path) -> None:
         "--filepath",
         str(exported),
         "--ckpt_file",
-        str(tmp_path / "models" / "model.pt"),
+        str(checkpoint),
         *meta,
         "--bundle_root",
         str(tmp_path),
@@ -252,7 +250,7 @@ def test_verify_net_in_out_and_torchscript_export(tmp_path: Path) -> None:
     )
     scripted = torch.jit.load(str(exported))
     eager = PaperUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8, 16))
-    eager.load_state_dict(torch.load(tmp_path / "models" / "model.pt", weights_only=True))
+    eager.load_state_dict(torch.load(checkpoint, weights_only=True))
     eager.eval()
     x = torch.randn(1, 1, *eager.input_shape_for((40, 40)))
     with torch.no_grad():

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Transform
@@ -36,6 +37,15 @@ def _class_weights(label: np.ndarray, class_weights: str | Mapping[int, float] |
             raise ValueError(f"class_weights has no weight for label values {sorted(missing)}.")
     lookup = np.vectorize(table.__getitem__, otypes=[np.float32])
     return lookup(label)
+
+
+def _distance_to(cell: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Euclidean distance (voxel centre to voxel centre, in ``spacing`` units) of every voxel to the nearest
+    True voxel of ``cell``; 0 inside. ITK's Maurer transform: about 3x faster than scipy's EDT here."""
+    image = sitk.GetImageFromArray(cell.astype(np.uint8))  # ITK orders axes x, y, z: numpy's reversed
+    image.SetSpacing([float(s) for s in reversed(spacing)])
+    signed = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
+    return np.maximum(sitk.GetArrayViewFromImage(signed), 0.0)
 
 
 def border_weight_map(
@@ -87,7 +97,7 @@ def border_weight_map(
         if box is None:
             continue
         region = tuple(slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(box, grow, label.shape))
-        distance = ndimage.distance_transform_edt(cells[region] != index, sampling=spacing_arr)
+        distance = _distance_to(cells[region] == index, spacing_arr)
         near, second = d1[region], d2[region]
         d2[region] = np.minimum(second, np.maximum(near, distance))
         d1[region] = np.minimum(near, distance)

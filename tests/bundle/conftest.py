@@ -1,0 +1,33 @@
+"""Bundle-run fixtures: a tiny trained 2D bundle, trained once per session and copied into each test's root."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_unet_bundle import train_tiny
+
+
+@pytest.fixture(scope="session")
+def tiny_2d_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle root after one iteration of the 2D bundle with a tiny network (``train_tiny``): its
+    ``models/model.pt`` and its synthetic data set. Tests read it and never write into it."""
+    root = tmp_path_factory.mktemp("tiny_2d_bundle")
+    train_tiny(root)
+    return root
+
+
+@pytest.fixture
+def with_tiny_checkpoint(tiny_2d_bundle: Path, tmp_path: Path) -> Callable[[], Path]:
+    """Copy the tiny bundle's checkpoint to ``tmp_path / "models" / "model.pt"`` (where the bundle's
+    inference and export look by default); returns that path."""
+
+    def copy() -> Path:
+        target = tmp_path / "models" / "model.pt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tiny_2d_bundle / "models" / "model.pt", target)
+        return target
+
+    return copy
