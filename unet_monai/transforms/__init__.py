@@ -1,4 +1,5 @@
-"""Transforms the paper needs and MONAI lacks: elastic deformation on a coarse grid, the border weight map; and
+"""Transforms the paper needs and MONAI lacks: elastic deformation on a coarse grid, the border weight map,
+watershed lines that separate the cells of a membrane map (evaluation post-processing); and
 :class:`CheckImaged`, checks of loaded data (NaN, dimensionality, channels, image and label on one grid) whose
 errors name the file.
 
@@ -19,6 +20,7 @@ For the rest, use MONAI's own transforms, which already do exactly the job:
 from unet_monai.transforms.check import CheckImage, check_same_grid
 from unet_monai.transforms.dictionary import BorderWeightMapd, CheckImaged, RandElasticGridd
 from unet_monai.transforms.elastic import RandElasticGrid, cubic_upsample_matrix, dense_displacement
+from unet_monai.transforms.watershed import WatershedLines, WatershedLinesd, watershed_lines
 from unet_monai.transforms.weight_map import BorderWeightMap, border_weight_map
 
 __all__ = [
@@ -32,4 +34,7 @@ __all__ = [
     "CheckImage",
     "CheckImaged",
     "check_same_grid",
+    "WatershedLines",
+    "WatershedLinesd",
+    "watershed_lines",
 ]

@@ -39,11 +39,11 @@ def _class_weights(label: np.ndarray, class_weights: str | Mapping[int, float] |
     return lookup(label)
 
 
-def _distance_to(cell: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+def _distance_to(cell: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Euclidean distance (voxel centre to voxel centre, in ``spacing`` units) of every voxel to the nearest
     True voxel of ``cell``; 0 inside. ITK's Maurer transform: about 3x faster than scipy's EDT here."""
     image = sitk.GetImageFromArray(cell.astype(np.uint8))  # ITK orders axes x, y, z: numpy's reversed
-    image.SetSpacing([float(s) for s in reversed(spacing)])
+    image.SetSpacing([float(s) for s in spacing[::-1]])
     signed = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
     return np.maximum(sitk.GetArrayViewFromImage(signed), 0.0)
 
