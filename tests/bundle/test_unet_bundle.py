@@ -217,6 +217,42 @@ def test_torchrun_inference_writes_every_case_once(
     assert sum(log.count(f"{p.name.replace('.nii.gz', '')}_seg.nii.gz") for p in images) == len(images)
 
 
+@pytest.mark.integration
+def test_inference_with_watershed_lines_only_adds_membrane(
+    tmp_path: Path, tiny_2d_bundle: Path, with_tiny_checkpoint: Callable[[], Path]
+) -> None:
+    """``--watershed True``: the labels are the plain run's plus watershed lines (membrane added, none removed),
+    on the same grid. The barely trained net's head is shifted so that half the image is cell, and the seed
+    threshold is the 30th percentile of its membrane probability: there are seeds and lines to draw."""
+    from unet_monai.inferers import OverlapTileInferer
+
+    checkpoint = with_tiny_checkpoint()
+    image_file = sorted((tiny_2d_bundle / "data" / "synthetic_em_2d" / "imagesTs").glob("*.nii.gz"))[0]
+    net = PaperUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8, 16)).eval()
+    state = torch.load(checkpoint, weights_only=True)
+    net.load_state_dict(state)
+    image = torch.as_tensor(np.asarray(nib.load(image_file).dataobj), dtype=torch.float32)
+    with torch.no_grad():
+        logits = OverlapTileInferer(roi_size=128)(((image - image.mean()) / image.std())[None, None], net)
+    margin = logits[0, 1] - logits[0, 0]  # the membrane logit over the cell logit
+    state["head.bias"][1] -= margin.median()
+    torch.save(state, checkpoint)
+    seed_threshold = float(torch.sigmoid(margin - margin.median()).quantile(0.3))
+
+    common = [*TINY_INFER, "--input", str(image_file)]
+    run_bundle("inference", ["bundles/unet/inference.json"], tmp_path, *common, "--output_dir", str(tmp_path / "a"))
+    run_bundle(
+        "inference", ["bundles/unet/inference.json"], tmp_path, *common, "--output_dir", str(tmp_path / "b"),
+        "--watershed", "True", "--watershed_seed_threshold", str(seed_threshold), "--watershed_min_seed_size", "1",
+    )  # fmt: skip
+    name = image_file.name.replace(".nii.gz", "_seg.nii.gz")
+    plain, lined = nib.load(tmp_path / "a" / name), nib.load(tmp_path / "b" / name)
+    np.testing.assert_allclose(lined.affine, plain.affine)
+    plain_labels, lined_labels = np.asarray(plain.dataobj), np.asarray(lined.dataobj)
+    assert lined_labels.shape == plain_labels.shape and set(np.unique(lined_labels)) <= {0, 1}
+    assert (lined_labels >= plain_labels).all() and (lined_labels > plain_labels).any()
+
+
 def run_monai_bundle(*args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "monai.bundle", *args], cwd=REPO, capture_output=True, text=True, timeout=600
