@@ -206,7 +206,7 @@ def test_torchrun_inference_writes_every_case_once(
         "[" + ",".join(f"'{p}'" for p in images) + "]",
         "--output_dir",
         str(tmp_path / "out"),
-        "--postprocessing::transforms::0::print_log",
+        "--save_labels::print_log",
         "True",
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
