@@ -98,7 +98,7 @@ class WatershedLines(Transform):
         if not 0 <= self.boundary_class < logits.shape[0]:
             raise ValueError(f"boundary_class {self.boundary_class} is not a channel of {logits.shape[0]}.")
         probability = torch.softmax(logits.detach().float(), 0)[self.boundary_class].cpu().numpy()
-        lines = torch.from_numpy(watershed_lines(probability, self.seed_threshold, self.min_seed_size).copy())
+        lines = torch.from_numpy(watershed_lines(probability, self.seed_threshold, self.min_seed_size))
         lines = lines.to(logits.device)
         out = logits.clone()
         out[self.boundary_class] = torch.where(lines, logits.amax(0) + _CERTAIN, logits[self.boundary_class])
