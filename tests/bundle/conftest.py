@@ -12,10 +12,12 @@ from test_unet_bundle import train_tiny
 
 @pytest.fixture(scope="session")
 def tiny_2d_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle root after one iteration of the 2D bundle with a tiny network (``train_tiny``): its
-    ``models/model.pt`` and its synthetic data set. Tests read it and never write into it."""
+    """A bundle root after a short run of the 2D bundle with a tiny network (``train_tiny``): its
+    ``models/model.pt``, its training report in ``eval/``, its synthetic data set and the run's output in
+    ``training.log``. Tests read it and never write into it."""
     root = tmp_path_factory.mktemp("tiny_2d_bundle")
-    train_tiny(root)
+    proc = train_tiny(root)
+    (root / "training.log").write_text(proc.stdout + proc.stderr)
     return root
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_unet_bundle import TINY, TINY_INFER, run_bundle
+from test_unet_bundle import REPO, TINY, TINY_INFER, run_bundle
 
 from unet_monai.io import load_manifest
 
@@ -16,19 +16,24 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.mark.integration
-def test_training_writes_report_and_evaluate_writes_per_case_scores(tmp_path: Path) -> None:
-    epochs = ["--epochs", "2", "--iterations_per_epoch", "1", "--val_interval", "1"]
-    run_bundle("training", ["bundles/unet/train.json"], tmp_path, *TINY, *epochs)
-    rows = list(csv.DictReader(open(tmp_path / "eval" / "training_metrics.csv", newline="")))
+def test_training_writes_report_and_evaluate_writes_per_case_scores(tmp_path: Path, tiny_2d_bundle: Path) -> None:
+    """The session's tiny training run (two epochs) left its report; evaluate.json, with test-time flips and
+    rotations, scores every validation case of its data set."""
+    rows = list(csv.DictReader(open(tiny_2d_bundle / "eval" / "training_metrics.csv", newline="")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["val_mean_dice"] for r in rows)
     for png in ("training_curves.png", "validation_overlays.png"):
-        with Image.open(tmp_path / "eval" / png) as image:
+        with Image.open(tiny_2d_bundle / "eval" / png) as image:
             assert image.format == "PNG"
-    assert list((tmp_path / "eval" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tiny_2d_bundle / "eval" / "tensorboard").glob("events.out.tfevents.*"))
 
+    dataset = tiny_2d_bundle / "data" / "synthetic_em_2d"
+    checkpoint = tiny_2d_bundle / "models" / "model.pt"
     out = tmp_path / "evaluation"
-    proc = run_bundle("evaluating", ["bundles/unet/evaluate.json"], tmp_path, *TINY_INFER, "--output_dir", str(out))
-    cases = load_manifest(tmp_path / "data" / "synthetic_em_2d" / "datalist.json", "validation")
+    proc = run_bundle(
+        "evaluating", ["bundles/unet/evaluate.json"], tmp_path, *TINY_INFER, "--dataset_dir", str(dataset),
+        "--ckpt_path", str(checkpoint), "--output_dir", str(out), "--test_time_flips", "True",
+    )  # fmt: skip
+    cases = load_manifest(dataset / "datalist.json", "validation")
     rows = list(csv.DictReader(open(out / "evaluation_per_case.csv", newline="")))
     assert [r["case"] for r in rows] == [c["case_id"] for c in cases]
     for row in rows:
@@ -39,22 +44,23 @@ def test_training_writes_report_and_evaluate_writes_per_case_scores(tmp_path: Pa
     mean = sum(float(r["pixel_error"]) for r in rows) / len(rows)
     assert summary["metrics"]["pixel_error"]["mean"] == pytest.approx(mean)
     assert "cases: " in proc.stderr + proc.stdout
+    assert not list(tmp_path.glob("data"))  # the data set named by --dataset_dir was used, not generated anew
 
-    flipped = tmp_path / "evaluation_flips"  # test-time flips and rotations: the same files, other scores
-    run_bundle(
-        "evaluating",
-        ["bundles/unet/evaluate.json"],
-        tmp_path,
-        *TINY_INFER,
-        "--output_dir",
-        str(flipped),
-        "--test_time_flips",
-        "True",
-    )
-    flipped_rows = list(csv.DictReader(open(flipped / "evaluation_per_case.csv", newline="")))
-    assert [r["case"] for r in flipped_rows] == [r["case"] for r in rows]
-    assert all(0.0 <= float(r["dice_membrane"]) <= 1.0 for r in flipped_rows)
-    assert [r["dice_membrane"] for r in flipped_rows] != [r["dice_membrane"] for r in rows]
+
+def test_test_time_flips_wrap_the_evaluation_inferer(tmp_path: Path) -> None:
+    """``--test_time_flips True`` puts the flip ensemble around the overlap-tile inferer (its averaging is tested
+    in tests/inferers/test_flip_ensemble.py); without it the inferer is the plain one."""
+    from monai.bundle import ConfigParser
+
+    from unet_monai.inferers import FlipEnsembleInferer
+
+    kinds = {}
+    for flips in (False, True):
+        parser = ConfigParser()
+        parser.read_config(str(REPO / "bundles" / "unet" / "evaluate.json"))
+        parser.update({"bundle_root": str(tmp_path), "test_time_flips": flips, "features": [4, 8, 16]})
+        kinds[flips] = parser.get_parsed_content("inferer")
+    assert isinstance(kinds[True], FlipEnsembleInferer) and not isinstance(kinds[False], FlipEnsembleInferer)
 
 
 @pytest.mark.integration

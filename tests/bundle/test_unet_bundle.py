@@ -37,10 +37,11 @@ def run_bundle(entry: str, config_files: list[str], bundle_root: Path, *override
     return proc
 
 
-def train_tiny(bundle_root: Path) -> None:
-    """One iteration of the 2D bundle with a tiny network: a checkpoint to run inference or export with."""
-    one = ["--epochs", "1", "--iterations_per_epoch", "1", "--val_interval", "1"]
-    run_bundle("training", ["bundles/unet/train.json"], bundle_root, *TINY, *one)
+def train_tiny(bundle_root: Path) -> subprocess.CompletedProcess:
+    """Two epochs of one iteration of the 2D bundle with a tiny network, validating after each: a checkpoint to run
+    inference or export with, and the training report of two epochs."""
+    epochs = ["--epochs", "2", "--iterations_per_epoch", "1", "--val_interval", "1"]
+    return run_bundle("training", ["bundles/unet/train.json"], bundle_root, *TINY, *epochs)
 
 
 def read_metrics(output_dir: Path) -> dict[str, float]:
@@ -51,32 +52,27 @@ def read_metrics(output_dir: Path) -> dict[str, float]:
 
 
 @pytest.mark.integration
-def test_training_then_inference_cli(tmp_path: Path) -> None:
-    """The headline command with small overrides trains, validates, checkpoints; inference then writes labels."""
-    proc = run_bundle(
-        "training",
-        ["bundles/unet/train.json"],
-        tmp_path,
-        *TINY,
-        "--epochs",
-        "2",
-        "--iterations_per_epoch",
-        "3",
-        "--val_interval",
-        "1",
-    )
-    assert "val_mean_dice" in proc.stdout + proc.stderr
-    dice = read_metrics(tmp_path / "eval")["val_mean_dice"]
+def test_training_then_inference_cli(tmp_path: Path, tiny_2d_bundle: Path) -> None:
+    """The headline command with small overrides trains, validates, checkpoints (the session's ``tiny_2d_bundle``
+    run); inference then writes labels."""
+    log = (tiny_2d_bundle / "training.log").read_text()
+    assert "val_mean_dice" in log
+    dice = read_metrics(tiny_2d_bundle / "eval")["val_mean_dice"]
     assert 0.0 <= dice <= 1.0
 
-    checkpoint = tmp_path / "models" / "model.pt"
+    checkpoint = tiny_2d_bundle / "models" / "model.pt"
     state = torch.load(checkpoint, weights_only=True)  # a plain state dict, loadable without pickle code
     net = PaperUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8, 16))
     net.load_state_dict(state)
 
-    run_bundle("inference", ["bundles/unet/inference.json"], tmp_path, *TINY_INFER)
-    outputs = sorted((tmp_path / "eval").glob("*_seg.nii.gz"))
-    cases = sorted((tmp_path / "data" / "synthetic_em_2d" / "imagesTs").glob("*.nii.gz"))
+    dataset = tiny_2d_bundle / "data" / "synthetic_em_2d"
+    out = tmp_path / "eval"
+    run_bundle(
+        "inference", ["bundles/unet/inference.json"], tmp_path, *TINY_INFER, "--dataset_dir", str(dataset),
+        "--ckpt_path", str(checkpoint), "--output_dir", str(out),
+    )  # fmt: skip
+    outputs = sorted(out.glob("*_seg.nii.gz"))
+    cases = sorted((dataset / "imagesTs").glob("*.nii.gz"))
     assert [o.name.replace("_seg", "") for o in outputs] == [c.name for c in cases]
     for output, case in zip(outputs, cases):
         seg, image = nib.load(output), nib.load(case)
