@@ -65,13 +65,31 @@ class ConvNormAct(nn.Sequential):
     def _folded(self, x: torch.Tensor) -> torch.Tensor:
         """Eval-mode convolution with the BatchNorm folded into its weights and bias, then ReLU. Eager only: a
         scripted network gets the same folding from ``torch.jit.freeze`` / ``optimize_for_inference``."""
-        # mypy types the children of an nn.Sequential as Module
-        conv, bn = self[0], self[1]
+        weight, bias = self._eval_weight_and_bias()
+        return torch.relu_(self[0]._conv_forward(x, weight, bias))  # type: ignore[operator]
+
+    @torch.jit.unused
+    def _eval_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The convolution's weight and bias with an eval-mode BatchNorm folded in (when foldable)."""
+        conv = self[0]
+        if not self.foldable:
+            return conv.weight, conv.bias  # type: ignore[return-value]
+        bn = self[1]  # mypy types the children of an nn.Sequential as Module
         bias, mean, var, gamma, beta = conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias
         assert bias is not None and mean is not None and var is not None and gamma is not None and beta is not None
         scale = gamma * torch.rsqrt(var + bn.eps)  # type: ignore[operator,arg-type]
         weight = conv.weight * scale.reshape([-1] + [1] * (conv.weight.dim() - 1))  # type: ignore[operator]
-        return torch.relu_(conv._conv_forward(x, weight, (bias - mean) * scale + beta))  # type: ignore[operator]
+        return weight, (bias - mean) * scale + beta  # type: ignore[operator]
+
+    @torch.jit.unused
+    def forward_with_padding(self, x: torch.Tensor, padding: list[int]) -> torch.Tensor:
+        """Eval-mode forward (no norm, or a folded BatchNorm) with ``padding`` zero voxels per side on each spatial
+        axis instead of the layer's own: the slabbed inference pass (:mod:`unet_monai.networks.slabs`) leaves the
+        row axis unpadded inside the map."""
+        weight, bias = self._eval_weight_and_bias()
+        conv: nn.Conv2d | nn.Conv3d = self[0]  # type: ignore[assignment]
+        op = torch.nn.functional.conv2d if x.dim() == 4 else torch.nn.functional.conv3d
+        return torch.relu_(op(x, weight, bias, conv.stride, padding, conv.dilation, conv.groups))
 
 
 class DoubleConv(nn.Sequential):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from unet_monai.networks import slabs as _slabs
 from unet_monai.networks.blocks import DoubleConv, Down, Up
 
 __all__ = ["PaperUNet"]
@@ -105,6 +106,14 @@ class PaperUNet(nn.Module):
         final_kernel_size: kernel size of the last convolution, 1 (the paper) or 3.
         final_act: None (logits, the paper), ``"sigmoid"`` or ``"softmax"``.
 
+    Attributes:
+        inference_slabs: in eval mode without autograd, the first level and the last decoder step (the
+            full-resolution maps) are computed in up to this many slabs along the first spatial axis, with the
+            halo each convolution needs: the same output, about half the peak memory of a 3D tile, no slower
+            (BENCHMARKS.md). 8 by default; 0 or 1 computes whole maps. Networks with instance, group or layer
+            norm, linear upsampling or a 3x3 head always compute whole maps (see
+            :mod:`unet_monai.networks.slabs`).
+
     Example::
 
         net = PaperUNet(spatial_dims=2, in_channels=1, out_channels=2)
@@ -153,6 +162,7 @@ class PaperUNet(nn.Module):
         self.features = tuple(int(f) for f in features)
         self.padding = padding
         self.final_kernel_size = final_kernel_size
+        self.inference_slabs = 8
 
         self.encoder = Encoder(spatial_dims, in_channels, self.features, padding, norm)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -303,6 +313,43 @@ class PaperUNet(nn.Module):
         """
         if not torch.jit.is_scripting():
             self._check_input(x)
+            if self._slabs_apply(x):
+                return self._forward_in_slabs(x)
         levels = self.encoder(x)
         levels[-1] = self.dropout(levels[-1])
         return self.final_act(self.head(self.decoder(levels)))
+
+    @torch.jit.unused
+    def _slabs_apply(self, x: torch.Tensor) -> bool:
+        """Whether this pass may compute its full-resolution levels in slabs: inference (eval, no autograd),
+        row-local blocks (see :mod:`unet_monai.networks.slabs`), a 1x1 head, enough rows for two slabs."""
+        if self.inference_slabs < 2 or torch.is_grad_enabled() or self.training or self.final_kernel_size != 1:
+            return False
+        if x.shape[2] < 8 + 2 * self.context:
+            return False
+        return _slabs.row_local(self.encoder.stem) and _slabs.row_local(self.decoder.ups[-1])
+
+    @torch.jit.unused
+    def _forward_in_slabs(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with the first level and the last decoder step computed ``inference_slabs`` slabs of rows
+        at a time: the same values, about half the peak memory of a 3D tile (the skip of the first level and the
+        coarser levels stay whole)."""
+        skip = _slabs.double_conv_in_slabs(self.encoder.stem, x, self.inference_slabs)  # type: ignore[arg-type]
+        levels = [skip]
+        coarser = skip
+        for down in self.encoder.downs:
+            coarser = down(coarser)
+            levels.append(coarser)
+        del skip, coarser
+        levels[-1] = self.dropout(levels[-1])
+        bottom = levels.pop()
+        for up in list(self.decoder.ups)[:-1]:
+            bottom = up.forward_from_levels(bottom, levels)  # type: ignore[operator]
+        last = self.decoder.ups[-1]
+        return _slabs.last_up_in_slabs(
+            last,  # type: ignore[arg-type]
+            lambda y: self.final_act(self.head(y)),
+            bottom,
+            levels.pop(),
+            self.inference_slabs,
+        )
