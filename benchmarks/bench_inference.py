@@ -6,9 +6,11 @@ in one run:
 
 - MONAI ``sliding_window_inference``: roi 96^3, Gaussian blending, overlap 0.25 and 0.5, sw_batch_size 1
   and 4, fp32 (its defaults), then argmax;
-- ours: ``OverlapTileInferer`` with windows of 96^3 to 128^3 of which the centre is kept (``margin`` 16 or 24),
+- ours: ``OverlapTileInferer`` with windows of 64^3 to 128^3 of which the centre is kept (``margin`` 8 or 16),
   argmax per tile (``output="argmax"``), bf16 autocast + channels-last through ``AutocastInferer`` where the
   CPU has bf16, and once in fp32;
+- the network computes its full-resolution levels in slabs (``PaperUNet.inference_slabs``, the default) in
+  every case, MONAI's included; the cases ending in ``_whole`` compute whole maps instead, as before slabs;
 - memory growth, the bundle's ``--memory_mapped True`` path: a small valid PaperUNet on an uncompressed NIfTI of
   N and 8N voxels loaded by ``LoadMemmapNiftid`` (the voxels stay in the file), batched by ``view_collate``,
   tiles z-scored as they are read (``normalize=True``), argmax into an unnamed memory-mapped file
@@ -18,7 +20,7 @@ Each case runs in its own process, so that its peak RSS (``VmHWM``) is its own; 
 (imports, network, volume: the same in every case) is printed too. Prints voxels per
 second, peak RSS, ratios, and the Dice of our labels against MONAI's (overlap 0.5, sw 4).
 
-    python benchmarks/bench_inference.py            # about 10 minutes on 2 cores
+    python benchmarks/bench_inference.py            # about 20 minutes on 2 cores
     python benchmarks/bench_inference.py --quick    # small volume: checks that it runs
 """
 
@@ -77,11 +79,15 @@ def run_case(case: str, work: Path) -> dict:
     torch.manual_seed(0)
     if case.startswith("growth"):
         return run_growth(case, work)
+    name = case
     volume = np.load(work / "volume.npy")
     x = torch.from_numpy(volume)[None, None]
     net = make_network()
     net.load_state_dict(torch.load(work / "net.pt", weights_only=True))
     net.eval()
+    if case.endswith("_whole"):  # the network's whole-map forward pass (no slabs), as in earlier sessions
+        net.inference_slabs = 0
+        case = case.removesuffix("_whole")
     before = rss_mb()  # imports, network and volume: what every case holds before inference starts
     start = time.perf_counter()
     with torch.no_grad():
@@ -98,7 +104,7 @@ def run_case(case: str, work: Path) -> dict:
             tiles = OverlapTileInferer(int(roi), sw_batch_size=int(sw), margin=int(margin), output="argmax")
             labels = AutocastInferer(tiles, dtype=dtype)(x, net)
     seconds = time.perf_counter() - start
-    np.save(work / f"{case}.npy", labels.numpy())
+    np.save(work / f"{name}.npy", labels.numpy())
     peak = peak_rss_mb()
     return {"seconds": seconds, "voxels": int(np.prod(volume.shape)), "peak_rss_mb": peak, "rss_before_mb": before}
 
@@ -183,14 +189,16 @@ def main() -> None:
             f"same-padding PaperUNet {FEATURES}"
         )
         monai_cases = ["monai_0.5_4"] if args.quick else ["monai_0.25_1", "monai_0.25_4", "monai_0.5_1", "monai_0.5_4"]
-        our_cases = ["ours_96_16_1_auto", "ours_128_16_1_auto"]
-        our_cases += [] if args.quick else ["ours_128_24_1_auto", "ours_128_16_2_auto"]
-        our_cases += [] if args.quick else ["ours_128_16_1_fp32"]
+        monai_cases += [] if args.quick else ["monai_0.5_1_whole"]
+        our_cases = ["ours_96_16_1_auto", "ours_64_8_1_auto"]
+        our_cases += [] if args.quick else ["ours_80_8_1_auto", "ours_128_16_1_auto", "ours_128_16_2_auto"]
+        our_cases += [] if args.quick else ["ours_128_16_1_fp32", "ours_96_16_1_auto_whole", "ours_64_8_1_auto_whole"]
         results = {case: spawn(case, work) for case in monai_cases + our_cases}
         reference = np.load(work / "monai_0.5_4.npy")
         print(
             "\nours_<window>_<margin>_<sw batch>_<precision>: windows of that size, the centre kept (margin voxels off"
-            " each side); monai_<overlap>_<sw batch>"
+            " each side); monai_<overlap>_<sw batch>; _whole: the network computes whole maps (inference_slabs 0)"
+            " instead of its full-resolution levels in slabs"
         )
         print(
             f"{'case':<22} {'s':>6} {'Mvoxel/s':>9} {'peak RSS MB':>12} {'RSS before MB':>14} {'added MB':>9} "
@@ -209,7 +217,8 @@ def main() -> None:
             " same for the memory added by inference, peak minus the RSS before it)"
         )
         for mine in our_cases:
-            for theirs in monai_cases:
+            # the same network pass on both sides: slabbed against slabbed, whole maps against whole maps
+            for theirs in [c for c in monai_cases if c.endswith("_whole") == mine.endswith("_whole")]:
                 speed = results[theirs]["seconds"] / results[mine]["seconds"]
                 rss = results[mine]["peak_rss_mb"] / results[theirs]["peak_rss_mb"]
                 mine_added = results[mine]["peak_rss_mb"] - results[mine]["rss_before_mb"]

@@ -59,7 +59,7 @@ def mirror_pad(x: torch.Tensor, pads: Sequence[tuple[int, int]]) -> torch.Tensor
 
 
 _OUTPUTS = ("logits", "argmax", "threshold")
-_SLAB_VOXELS = 1 << 22  # voxels per slab when streaming statistics over an image
+_SLAB_VOXELS = 1 << 20  # voxels per slab when streaming statistics over an image (8 MB in float64)
 
 
 def _mean_std(image: torch.Tensor) -> tuple[float, float]:
@@ -69,12 +69,12 @@ def _mean_std(image: torch.Tensor) -> tuple[float, float]:
     total, squares, count = 0.0, 0.0, 0
     shift = float("nan")  # a first estimate, subtracted for a stable variance
     for slab in slabs(image, _SLAB_VOXELS):
-        slab = slab.double()
+        slab = slab.to(torch.float64, copy=True)  # the one temporary per slab: the steps below work in place
         if math.isnan(shift):
             shift = float(slab.mean())
-        slab = slab - shift
+        slab.sub_(shift)
         total += float(slab.sum())
-        squares += float((slab * slab).sum())
+        squares += float(slab.square_().sum())
         count += slab.numel()
     if count == 0:
         raise ValueError(f"cannot normalise an image with no voxels, got shape {tuple(image.shape)}.")
