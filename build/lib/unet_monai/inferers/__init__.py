@@ -1,0 +1,15 @@
+"""Inference over whole images: the paper's overlap-tile strategy, mixed precision for any inferer, and test-time
+flips."""
+
+from unet_monai.inferers.autocast import AutocastInferer, fastest_autocast_dtype
+from unet_monai.inferers.flip_ensemble import FlipEnsembleInferer, grid_symmetries
+from unet_monai.inferers.overlap_tile import OverlapTileInferer, mirror_pad
+
+__all__ = [
+    "AutocastInferer",
+    "fastest_autocast_dtype",
+    "FlipEnsembleInferer",
+    "grid_symmetries",
+    "OverlapTileInferer",
+    "mirror_pad",
+]

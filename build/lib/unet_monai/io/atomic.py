@@ -1,0 +1,67 @@
+"""Atomic file writes: a temporary file beside the target, renamed over it only when complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path"]
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder; on success it replaces ``target`` (``os.replace``, atomic on
+    one file system), on failure it is removed. A crash mid-write never leaves a partial file under ``target``,
+    and a failed write leaves an older ``target`` as it was. The file gets the permissions a plain ``open``
+    would give it (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
+
+    Args:
+        target: the final file.
+        suffix: end of the temporary name; writers that pick the format from the name need the real one
+            (``".tmp.nii.gz"``).
+
+    Raises:
+        OSError: the write failed (a full disk, ``ENOSPC``; a file size limit, ``EFBIG``; no permission): the
+            same ``errno``, with a message that names ``target`` and says what was left there.
+        RuntimeError: the writer failed otherwise (``torch.save`` reports a full disk as ``RuntimeError``
+            "unexpected pos"): the message names ``target`` and the free space; chained from the writer's error.
+    """
+    target = Path(target)
+    tmp: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make every output private to its owner
+        yield tmp
+        os.replace(tmp, target)
+    except OSError as err:
+        message = f"cannot write {target}: {err.strerror or err} ({_left(target)})"
+        raise (OSError(err.errno, message) if err.errno else OSError(message)) from err
+    except Exception as err:  # any writer's failure: name the file it was writing
+        raise RuntimeError(f"cannot write {target}: {type(err).__name__}: {err} ({_left(target)})") from err
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # only still there when writing failed
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, so briefly 0o022, never looser)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _left(target: Path) -> str:
+    """What a failed write left under ``target``, and the free space there."""
+    kept = "the older file was kept" if target.exists() else "nothing was written under that name"
+    try:
+        free = shutil.disk_usage(target.parent).free
+    except OSError:
+        return kept
+    return f"{kept}; {free / 2**20:.0f} MiB free on that file system"

@@ -1,0 +1,40 @@
+"""Transforms the paper needs and MONAI lacks: elastic deformation on a coarse grid, the border weight map,
+watershed lines that separate the cells of a membrane map (evaluation post-processing); and
+:class:`CheckImaged`, checks of loaded data (NaN, dimensionality, channels, image and label on one grid) whose
+errors name the file.
+
+For the rest, use MONAI's own transforms, which already do exactly the job:
+
+- z-score normalisation, over the image or its nonzero voxels, per channel: ``NormalizeIntensityd(keys,
+  nonzero=..., channel_wise=True)``;
+- percentile clipping and scaling: ``ScaleIntensityRangePercentilesd(keys, lower, upper, b_min, b_max,
+  clip=True)``;
+- CT windowing by HU range: ``ScaleIntensityRanged(keys, a_min=level - width / 2, a_max=level + width / 2,
+  b_min=0.0, b_max=1.0, clip=True)``;
+- random flips along chosen axes: ``RandFlipd(keys, prob, spatial_axis)``; random 90-degree rotations in
+  plane: ``RandRotate90d(keys, prob, max_k, spatial_axes)``;
+- the valid-padding crop of labels and weight maps to the network's output: ``CenterSpatialCropd(keys,
+  roi_size=network.output_shape(patch_size))``, or ``crop_keys`` of :class:`RandElasticGridd`.
+"""
+
+from unet_monai.transforms.check import CheckImage, check_same_grid
+from unet_monai.transforms.dictionary import BorderWeightMapd, CheckImaged, RandElasticGridd
+from unet_monai.transforms.elastic import RandElasticGrid, cubic_upsample_matrix, dense_displacement
+from unet_monai.transforms.watershed import WatershedLines, WatershedLinesd, watershed_lines
+from unet_monai.transforms.weight_map import BorderWeightMap, border_weight_map
+
+__all__ = [
+    "RandElasticGrid",
+    "RandElasticGridd",
+    "BorderWeightMap",
+    "BorderWeightMapd",
+    "border_weight_map",
+    "cubic_upsample_matrix",
+    "dense_displacement",
+    "CheckImage",
+    "CheckImaged",
+    "check_same_grid",
+    "WatershedLines",
+    "WatershedLinesd",
+    "watershed_lines",
+]

@@ -1,0 +1,147 @@
+"""Checks of loaded images before they reach the network, each error naming the file and what was expected.
+
+MONAI lets a NaN voxel, a 4D NIfTI (its last axis becomes channels), an RGB PNG or a label on another grid
+through to the network or the loss, where they fail deep inside torch or train on garbage without an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.transforms import Transform
+
+from unet_monai.io.memmap import slabs
+
+__all__ = ["CheckImage", "check_same_grid", "GRAYSCALE_PIL_MODES"]
+
+GRAYSCALE_PIL_MODES = ("1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def _source(img: Any) -> str:
+    meta = getattr(img, "meta", None) or {}
+    return str(meta.get("filename_or_obj") or "(no file name)")
+
+
+def _meta(img: Any) -> dict:
+    return getattr(img, "meta", None) or {}
+
+
+def _matrix(affine: Any) -> np.ndarray:
+    return np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+
+
+class CheckImage(Transform):
+    """Raise ``ValueError`` naming the file when a channel-first image ``(C, *spatial)`` is not what the network
+    expects; otherwise return it unchanged.
+
+    Checks, in this order: the number of spatial axes, no zero-length axis, the number of channels, the PIL mode
+    (images read by MONAI's ``PILReader``, whose metadata holds ``mode``), a finite, invertible affine, and
+    finite values (NaN and infinity). Use it after ``EnsureChannelFirstd``.
+
+    Args:
+        spatial_dims: expected spatial axes (2 or 3); None accepts any.
+        channels: expected channels; None accepts any. A 4D NIfTI (a time series) or an RGB(A) image shows up
+            here with several channels.
+        finite: refuse NaN and infinite values (floating-point images only).
+        pil_modes: accepted PIL modes; by default the grayscale ones (``GRAYSCALE_PIL_MODES``: no palette, RGB,
+            RGBA, LA, CMYK). Add ``"P"`` for labels stored as palette indices. None: no check.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int | None = None,
+        channels: int | None = None,
+        finite: bool = True,
+        pil_modes: Sequence[str] | None = GRAYSCALE_PIL_MODES,
+    ) -> None:
+        if spatial_dims is not None and spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+        if channels is not None and channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}.")
+        self.spatial_dims = spatial_dims
+        self.channels = channels
+        self.finite = finite
+        self.pil_modes = None if pil_modes is None else tuple(pil_modes)
+
+    def __call__(self, img: NdarrayOrTensor, name: str = "image") -> NdarrayOrTensor:
+        """Check ``img`` ``(C, *spatial)``; ``name`` (a dictionary key) is used in the messages."""
+        what = f"{name} {_source(img)}"
+        shape = tuple(int(s) for s in img.shape)
+        meta = _meta(img)
+        if self.spatial_dims is not None and len(shape) != self.spatial_dims + 1:
+            layout = ", ".join(("X", "Y", "Z")[: self.spatial_dims])
+            raise ValueError(
+                f"{what} must be {self.spatial_dims}D with channels first, (C, {layout}), got shape {shape} "
+                f"({len(shape) - 1} spatial axes after the channel axis)."
+            )
+        if len(shape) < 2 or min(shape) == 0:
+            raise ValueError(f"{what} must have a channel axis and no zero-length axis, got shape {shape}.")
+        mode = meta.get("mode")
+        if self.channels is not None and shape[0] != self.channels:
+            hint = ""
+            axis = meta.get("original_channel_dim")
+            if isinstance(mode, str):
+                hint = f" (PIL mode {mode!r})"
+            elif isinstance(axis, (int, np.integer)) or (isinstance(axis, float) and np.isfinite(axis)):
+                hint = f" (the file's axis {int(axis)} became the channels: a 4D file, e.g. a time series?)"
+            raise ValueError(f"{what} must have {self.channels} channel(s), got {shape[0]} in shape {shape}{hint}.")
+        if self.pil_modes is not None and isinstance(mode, str) and mode not in self.pil_modes:
+            raise ValueError(
+                f"{what} must be a PIL image of mode {' / '.join(self.pil_modes)}, got mode {mode!r}; convert it "
+                "(e.g. PIL's Image.convert('L')), or add the mode to pil_modes if its values are what you want "
+                "(a palette 'P' label holds class indices)."
+            )
+        affine = meta.get("affine")
+        if affine is not None:
+            matrix = _matrix(affine)
+            if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix[:-1, :-1])) < 1e-30:
+                raise ValueError(f"{what} must have a finite, invertible affine, got {matrix.tolist()}.")
+        if self.finite:
+            data = img if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
+            if data.is_floating_point():
+                nan, inf = _count_non_finite(data)
+                if nan or inf:
+                    raise ValueError(f"{what} must hold finite values, got {nan} NaN and {inf} infinite voxel(s).")
+        return img
+
+
+def _count_non_finite(data: torch.Tensor, slab_voxels: int = 1 << 22) -> tuple[int, int]:
+    """NaN and infinite voxels of ``data``, counted slab by slab (``unet_monai.io.memmap.slabs``)."""
+    nan = inf = 0
+    for slab in slabs(data, slab_voxels):
+        if not bool(torch.isfinite(slab).all()):
+            nan += int(torch.isnan(slab).sum())
+            inf += int(torch.isinf(slab).sum())
+    return nan, inf
+
+
+def check_same_grid(
+    a: NdarrayOrTensor, b: NdarrayOrTensor, names: tuple[str, str] = ("image", "label"), tolerance: float = 1e-3
+) -> None:
+    """Raise ``ValueError`` naming both files unless channel-first ``a`` and ``b`` have one spatial shape and
+    (when both carry one) affines that agree within ``tolerance`` voxels (times ``a``'s smallest voxel size).
+    """
+    what = f"{names[1]} {_source(b)} and {names[0]} {_source(a)}"
+    if tuple(a.shape[1:]) != tuple(b.shape[1:]):
+        raise ValueError(
+            f"{what} must have one spatial shape, got {tuple(b.shape[1:])} and {tuple(a.shape[1:])}; resample one "
+            "onto the other."
+        )
+    affine_a, affine_b = _meta(a).get("affine"), _meta(b).get("affine")
+    if affine_a is None or affine_b is None:
+        return
+    matrix_a, matrix_b = _matrix(affine_a), _matrix(affine_b)
+    if matrix_a.shape != matrix_b.shape:
+        raise ValueError(f"{what} must have affines of one size, got {matrix_b.shape} and {matrix_a.shape}.")
+    voxel = float(np.min(np.linalg.norm(matrix_a[:-1, :-1], axis=0)))
+    difference = float(np.max(np.abs(matrix_a - matrix_b)))
+    if not difference <= tolerance * voxel:
+        raise ValueError(
+            f"{what} must lie on one grid: their affines differ by up to {difference:.4g} (tolerance "
+            f"{tolerance * voxel:.4g}, {tolerance} of a voxel), {matrix_b.round(6).tolist()} and "
+            f"{matrix_a.round(6).tolist()}; resample the label onto the image."
+        )
