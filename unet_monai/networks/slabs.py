@@ -25,7 +25,7 @@ from unet_monai.networks.blocks import ConvNormAct, DoubleConv, Up, _center_crop
 __all__ = ["row_local", "double_conv_in_slabs", "last_up_in_slabs", "slab_bounds"]
 
 RowSource = Callable[[int, int], torch.Tensor]  # rows [lo, hi) of a map, (B, C, hi - lo, ...)
-_ROW_LOCAL_UPSAMPLING = (nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Conv2d, nn.Conv3d, nn.ReLU)
+_ROW_LOCAL_UPSAMPLING = (nn.ConvTranspose2d, nn.ConvTranspose3d, nn.ReLU)  # the 2x2 stride-2 up-convolution
 
 
 def row_local(block: nn.Module) -> bool:
@@ -39,6 +39,7 @@ def row_local(block: nn.Module) -> bool:
     if isinstance(block, Up):
         upsample_ok = all(
             isinstance(m, _ROW_LOCAL_UPSAMPLING)
+            or row_local(m)  # the 1x1 convolution after an interpolation
             or (isinstance(m, nn.Upsample) and m.mode == "nearest")
             or (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats)
             for m in block.upsample
@@ -84,6 +85,11 @@ def _double_conv_rows(block: DoubleConv, source: RowSource, lo: int, hi: int, ro
     )
 
 
+def _rows_out(block: DoubleConv, rows_in: int) -> int:
+    """Rows of ``block``'s output for ``rows_in`` input rows: the same (same padding) or 4 fewer (valid)."""
+    return rows_in if block[0][0].padding[0] == 1 else rows_in - 4  # type: ignore[index]
+
+
 def _write_rows(out: torch.Tensor | None, part: torch.Tensor, lo: int, shape: list[int]) -> torch.Tensor:
     """Copy ``part`` into rows ``lo ..`` of ``out``, allocated (``shape``, ``part``'s dtype and layout) on first use."""
     if out is None:
@@ -99,7 +105,7 @@ def double_conv_in_slabs(block: DoubleConv, x: torch.Tensor, slabs: int) -> torc
     held at a time, not the first convolution's whole output.
     """
     rows_in = x.shape[2]
-    rows_out = rows_in if block[0][0].padding[0] == 1 else rows_in - 4  # type: ignore[index]
+    rows_out = _rows_out(block, rows_in)
     out: torch.Tensor | None = None
     for lo, hi in slab_bounds(rows_out, slabs):
         part = _double_conv_rows(block, lambda a, b: x.narrow(2, a, b - a), lo, hi, rows_in)
@@ -127,7 +133,7 @@ def last_up_in_slabs(
         upsampled = up.upsample(x.narrow(2, first, last - first)).narrow(2, lo - 2 * first, hi - lo)
         return torch.cat([skip.narrow(2, lo, hi - lo), upsampled], dim=1)
 
-    rows_out = rows_in if up.conv[0][0].padding[0] == 1 else rows_in - 4  # type: ignore[index]
+    rows_out = _rows_out(up.conv, rows_in)  # type: ignore[arg-type]
     out: torch.Tensor | None = None
     for lo, hi in slab_bounds(rows_out, slabs):
         part = head(_double_conv_rows(up.conv, merged, lo, hi, rows_in))

@@ -31,7 +31,10 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``(B, in_channels, *S)`` -> one feature map per level, finest first."""
-        x = self.stem(x)
+        return self.levels_from(self.stem(x))
+
+    def levels_from(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The stem's output ``(B, features[0], *S)`` -> one feature map per level, finest first."""
         levels = [x]
         for down in self.downs:
             x = down(x)
@@ -323,24 +326,21 @@ class PaperUNet(nn.Module):
     def _slabs_apply(self, x: torch.Tensor) -> bool:
         """Whether this pass may compute its full-resolution levels in slabs: inference (eval, no autograd),
         row-local blocks (see :mod:`unet_monai.networks.slabs`), a 1x1 head, enough rows for two slabs."""
-        if self.inference_slabs < 2 or torch.is_grad_enabled() or self.training or self.final_kernel_size != 1:
+        if self.inference_slabs < 2 or torch.is_grad_enabled() or self.training:
             return False
         if x.shape[2] < 8 + 2 * self.context:
             return False
-        return _slabs.row_local(self.encoder.stem) and _slabs.row_local(self.decoder.ups[-1])
+        blocks = (self.encoder.stem, self.decoder.ups[-1], self.head)
+        return all(_slabs.row_local(block) for block in blocks)
 
     @torch.jit.unused
     def _forward_in_slabs(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` with the first level and the last decoder step computed ``inference_slabs`` slabs of rows
         at a time: the same values, about half the peak memory of a 3D tile (the skip of the first level and the
         coarser levels stay whole)."""
-        skip = _slabs.double_conv_in_slabs(self.encoder.stem, x, self.inference_slabs)  # type: ignore[arg-type]
-        levels = [skip]
-        coarser = skip
-        for down in self.encoder.downs:
-            coarser = down(coarser)
-            levels.append(coarser)
-        del skip, coarser
+        stem = _slabs.double_conv_in_slabs(self.encoder.stem, x, self.inference_slabs)  # type: ignore[arg-type]
+        levels = self.encoder.levels_from(stem)
+        del stem  # levels holds it: the last step releases it once used
         levels[-1] = self.dropout(levels[-1])
         bottom = levels.pop()
         for up in list(self.decoder.ups)[:-1]:
