@@ -332,3 +332,22 @@ def test_same_padding_margin_tiling_equals_whole_image_inside():
     assert tiled.shape == whole.shape
     with pytest.raises(ValueError, match="margin"):
         OverlapTileInferer(32, margin=-1)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"], ids=["valid", "same"])
+@pytest.mark.parametrize("spatial_dims", [2, 3], ids=["2d", "3d"])
+def test_result_does_not_depend_on_the_input_memory_order(spatial_dims, padding):
+    """Tiles run along the input's outermost axis in memory, so a Fortran-ordered image (a NIfTI file) is tiled in
+    another order than a C-ordered one. Both give the same result, also where neighbouring windows of a
+    same-padding net overlap and disagree (a margin below the net's reach): the tile with the largest start wins."""
+    net = PaperUNet(spatial_dims, 1, 2, features=(2, 4, 8), padding=padding).eval()
+    shape = (1, 1, 45, 37) if spatial_dims == 2 else (2, 1, 27, 22, 25)
+    x = torch.randn(shape)
+    reversed_axes = (0, 1, *range(x.dim() - 1, 1, -1))
+    fortran = x.permute(reversed_axes).contiguous().permute(reversed_axes)  # same values, spatial axes reversed
+    assert torch.equal(fortran, x) and fortran.stride()[2] == 1
+    margin = 3 if padding == "same" else None  # windows of 12, centres of 6 every 4 voxels: they overlap
+    with torch.no_grad():
+        ordered = OverlapTileInferer(8, sw_batch_size=3, margin=margin)(x, net)
+        reordered = OverlapTileInferer(8, sw_batch_size=3, margin=margin)(fortran, net)
+    assert torch.equal(ordered, reordered)

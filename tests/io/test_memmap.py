@@ -12,7 +12,7 @@ from monai.data import list_data_collate
 from monai.transforms import EnsureChannelFirstd, LoadImaged, NormalizeIntensity
 
 from unet_monai.inferers import AutocastInferer, OverlapTileInferer
-from unet_monai.io import LoadMemmapNiftid, view_collate
+from unet_monai.io import LoadMemmapNiftid, release_pages, view_collate
 from unet_monai.networks import PaperUNet
 
 AFFINE = np.array([[0.0, -0.8, 0.0, 12.0], [0.7, 0.0, 0.0, -3.0], [0.0, 0.0, 2.5, 40.0], [0.0, 0.0, 0.0, 1.0]])
@@ -163,3 +163,64 @@ def test_non_finite_voxels_are_counted_across_slabs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1 NaN and 2 infinite") as info:
         CheckImage(spatial_dims=3, channels=1)(image)
     assert str(path) in str(info.value)
+
+
+def mapped_resident_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path``, read from ``/proc/self/smaps`` (the kernel's own count,
+    independent of the code under test)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and "-" in fields[0] and len(fields[1]) == 4:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5] == str(path)
+        elif inside and fields[:1] == ["Rss:"]:
+            total += int(fields[1])
+    return total
+
+
+needs_smaps = pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+
+
+@needs_smaps
+def test_release_pages_drops_read_pages_and_keeps_every_value(tmp_path: Path) -> None:
+    path = tmp_path / "ct.nii"
+    data = write_volume(path, shape=(64, 64, 64))
+    image = LoadMemmapNiftid("image")({"image": str(path)})["image"]
+    assert float(image.sum()) == pytest.approx(float(data.sum(dtype=np.float64)), rel=1e-4)  # every page read
+    assert mapped_resident_kb(path) >= data.nbytes // 1024
+    image[5, 6, 7] = -1.0  # a copy-on-write page: private memory, never released
+    released = release_pages(image)
+    assert released >= data.nbytes - 3 * 4096
+    assert mapped_resident_kb(path) <= 3 * 4  # the written page and the partial pages at both ends
+    expected = data.copy()
+    expected[5, 6, 7] = -1.0
+    np.testing.assert_array_equal(image.numpy(), expected)  # read again from the file; the written voxel kept
+    in_ram = torch.randn(1 << 20)
+    copy = in_ram.clone()
+    assert release_pages(in_ram) == 0
+    assert torch.equal(in_ram, copy)
+
+
+@needs_smaps
+def test_overlap_tile_keeps_a_row_of_a_mapped_volume_resident(tmp_path: Path) -> None:
+    """Tiles run along the file's outermost axis and release the rows behind them: while the network runs, less
+    than half of the mapped input is resident, the labels lie in the file's order, and they equal the labels of
+    the same image in RAM (C order, so the tiles run in another order)."""
+    path = tmp_path / "ct.nii"
+    data = write_volume(path, shape=(40, 36, 128))
+    image = view_collate([EnsureChannelFirstd("image")(LoadMemmapNiftid("image")({"image": str(path)}))])["image"]
+    torch.manual_seed(0)
+    net = PaperUNet(3, 1, 2, features=(4, 8)).eval()
+    resident: list[int] = []
+    hook = net.register_forward_pre_hook(lambda module, args: resident.append(mapped_resident_kb(path)))
+    with torch.no_grad():
+        labels = OverlapTileInferer(16, output="argmax", normalize=True, memmap_dir=str(tmp_path / "scratch"))(
+            image, net
+        )
+    hook.remove()
+    assert len(resident) > 4 and max(resident) < data.nbytes // 1024 // 2
+    assert labels.stride()[2:] == (1, 40, 40 * 36)  # the input's (Fortran) order
+    in_ram = torch.from_numpy(np.ascontiguousarray(data))[None, None]
+    with torch.no_grad():
+        reference = OverlapTileInferer(16, output="argmax", normalize=True)(in_ram, net)
+    assert torch.equal(labels.as_tensor(), reference)

@@ -24,7 +24,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SlidingWindowInferer
 from tqdm import tqdm
 
-from unet_monai.io.memmap import slabs
+from unet_monai.io.memmap import release_pages, slabs
 
 __all__ = ["OverlapTileInferer", "mirror_pad", "reflect_index"]
 
@@ -68,19 +68,44 @@ def _mean_std(image: torch.Tensor) -> tuple[float, float]:
     A standard deviation of 0 is returned as 1 (MONAI's ``NormalizeIntensity`` does the same)."""
     total, squares, count = 0.0, 0.0, 0
     shift = float("nan")  # a first estimate, subtracted for a stable variance
-    for slab in slabs(image, _SLAB_VOXELS):
-        slab = slab.to(torch.float64, copy=True)  # the one temporary per slab: the steps below work in place
+    for view in slabs(image, _SLAB_VOXELS):
+        slab = view.to(torch.float64, copy=True)  # the one temporary per slab: the steps below work in place
         if math.isnan(shift):
             shift = float(slab.mean())
         slab.sub_(shift)
         total += float(slab.sum())
         squares += float(slab.square_().sum())
         count += slab.numel()
+        release_pages(view)  # a memory-mapped image's pages, read once, leave this process's memory
     if count == 0:
         raise ValueError(f"cannot normalise an image with no voxels, got shape {tuple(image.shape)}.")
     mean = total / count
     std = math.sqrt(max(squares / count - mean * mean, 0.0))
     return mean + shift, std if std > 0 else 1.0
+
+
+def _axes_outermost_first(image: torch.Tensor) -> list[int]:
+    """The spatial axes of ``image`` ``(C, *S)`` ordered by their stride in memory, outermost first (axes of one
+    voxel last): ``[0, 1, 2]`` for a C-ordered volume, ``[2, 1, 0]`` for a NIfTI file's Fortran order."""
+    axes = range(image.dim() - 1)
+    return sorted(axes, key=lambda a: (image.shape[1 + a] > 1, image.stride(1 + a), -a), reverse=True)
+
+
+def _release_rows(data: torch.Tensor, axis: int, done: tuple[int, int], upto: tuple[int, int]) -> tuple[int, int]:
+    """Release (:func:`~unet_monai.io.memmap.release_pages`) the memory-mapped pages of ``data`` ``(B, C, *S)``
+    from position ``done`` up to ``upto`` (``(batch, row)`` along spatial ``axis``, end excluded), where ``axis`` is
+    the outermost in memory so that those rows are contiguous; returns the new position."""
+    if upto <= done:
+        return done
+    for b in range(done[0], upto[0] + 1):
+        image = data[b]
+        if _axes_outermost_first(image)[0] != axis:
+            break
+        lo = done[1] if b == done[0] else 0
+        hi = upto[1] if b == upto[0] else image.shape[1 + axis]
+        if hi > lo:
+            release_pages(image.narrow(1 + axis, lo, hi - lo))
+    return upto
 
 
 def _reduce(pred: torch.Tensor, output: str) -> torch.Tensor:
@@ -216,12 +241,26 @@ class OverlapTileInferer(Inferer):
         counts = [1 + max(0, math.ceil((s - t) / st)) for s, t, st in zip(spatial, tile_out, strides)]
         source = inputs.as_tensor() if isinstance(inputs, MetaTensor) else torch.as_tensor(inputs)
 
-        starts = list(itertools.product(*[range(0, n * st, st) for n, st in zip(counts, strides)]))
+        # Tiles run row by row along the input's outermost axis in memory (the last one of a NIfTI file), so that
+        # the rows behind them can be released from memory as they finish (memory-mapped input and output).
+        order = _axes_outermost_first(source[0]) if source.numel() else list(range(len(spatial)))
+        outer = order[0]
+        starts = []
+        for combo in itertools.product(*[range(0, counts[a] * strides[a], strides[a]) for a in order]):
+            corner = [0] * len(spatial)
+            for a, position in zip(order, combo):
+                corner[a] = position
+            starts.append(tuple(corner))
         jobs = [(b, start) for b in range(inputs.shape[0]) for start in starts]
         output: torch.Tensor | None = None
+        done_in = done_out = (0, 0)  # (batch, row): everything before it along ``outer`` has been released
         batches = range(0, len(jobs), self.sw_batch_size)
         for first in tqdm(batches, desc="overlap-tile", disable=not self.progress, leave=False):
             chunk = jobs[first : first + self.sw_batch_size]
+            b0, row = chunk[0][0], chunk[0][1][outer]
+            done_in = _release_rows(source, outer, done_in, (b0, max(row - ctx, 0)))
+            if output is not None and (self.memmap_dir is not None or self.output_file is not None):
+                done_out = _release_rows(output, outer, done_out, (b0, row))
             tiles = torch.stack([self._gather(source[b], start, tile_in, ctx) for b, start in chunk])
             if stats is not None:
                 mean = tiles.new_tensor([stats[b][0] for b, _ in chunk]).view(-1, *[1] * (tiles.dim() - 1))
@@ -232,21 +271,33 @@ class OverlapTileInferer(Inferer):
                 pred = pred[(slice(None), slice(None), *[slice(crop, crop + t) for t in tile_out])]
             pred = _reduce(pred, self.output)
             if output is None:
-                output = self._allocate(pred, (inputs.shape[0], pred.shape[1], *spatial))
+                output = self._allocate(pred, (inputs.shape[0], pred.shape[1], *spatial), order)
             for (b, start), tile in zip(chunk, pred):
-                keep = [min(t, s - st) for t, s, st in zip(tile_out, spatial, start)]  # clip at the image end
+                # each tile writes the voxels it owns, up to the next tile's start (the last one: to the image end),
+                # so every voxel is written once, by the tile with the largest start that covers it
+                keep = [
+                    min(t, s - st) if st == (n - 1) * step else step
+                    for t, s, st, step, n in zip(tile_out, spatial, start, strides, counts)
+                ]
                 region = (b, slice(None), *[slice(st, st + k) for st, k in zip(start, keep)])
                 output[region] = tile[(slice(None), *[slice(0, k) for k in keep])].to(output.dtype)  # type: ignore[index]
         if output is None:
             raise ValueError(f"inputs must have at least one voxel, got shape {tuple(inputs.shape)}.")
         return self._finish(output, inputs)
 
-    def _allocate(self, pred: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        """The output array: in RAM, or memory-mapped in ``output_file`` for label outputs."""
+    def _allocate(self, pred: torch.Tensor, shape: tuple[int, ...], order: Sequence[int] | None = None) -> torch.Tensor:
+        """The output array ``shape`` ``(B, C, *S)``: in RAM, memory-mapped in ``output_file`` (C order), or in an
+        unnamed file of ``memmap_dir`` whose spatial axes lie in memory in ``order`` (outermost first: the input's
+        layout, so that finished rows are contiguous and can be released)."""
         if self.memmap_dir is not None:
             os.makedirs(self.memmap_dir, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.memmap_dir) as unnamed:  # the mapping outlives the file object
-                return torch.from_numpy(np.memmap(unnamed, dtype=np.uint8, mode="w+", shape=shape))
+                flat = torch.from_numpy(np.memmap(unnamed, dtype=np.uint8, mode="w+", shape=(math.prod(shape),)))
+            dims = [0, 1, *[2 + a for a in (order if order is not None else range(len(shape) - 2))]]
+            strides, step = [0] * len(shape), 1
+            for dim in reversed(dims):
+                strides[dim], step = step, step * shape[dim]
+            return flat.as_strided(shape, strides)
         if self.output_file is None:
             return pred.new_empty(shape)
         self._mapped = np.lib.format.open_memmap(self.output_file, mode="w+", dtype=np.uint8, shape=shape)
@@ -272,13 +323,20 @@ class OverlapTileInferer(Inferer):
     def _gather(image: torch.Tensor, start: Sequence[int], size: Sequence[int], ctx: int) -> torch.Tensor:
         """The input tile ``(C, *size)`` whose output starts at output voxel ``start``: image voxels
         ``start - ctx .. start - ctx + size - 1`` per axis, mirrored where they fall outside ``image`` ``(C, *S)``.
-        Reads only those voxels (a memory-mapped image stays on disk but for them)."""
-        tile = image
+        Reads only those voxels (a memory-mapped image stays on disk but for them): every axis is first narrowed
+        (a view) to the voxels the tile reads, and only then are the mirrored axes gathered, so no copy is ever
+        larger than the tile."""
+        tile, mirrored = image, []
         for axis, (st, n) in enumerate(zip(start, size)):
             extent = image.shape[1 + axis]
-            lo, hi = st - ctx, st - ctx + n
-            if lo >= 0 and hi <= extent:
+            lo = st - ctx
+            if lo >= 0 and lo + n <= extent:
                 tile = tile.narrow(1 + axis, lo, n)
-            else:
-                tile = tile.index_select(1 + axis, reflect_index(extent, lo, n, image.device))
+                continue
+            index = reflect_index(extent, lo, n, image.device)
+            first = int(index.min())
+            tile = tile.narrow(1 + axis, first, int(index.max()) - first + 1)
+            mirrored.append((1 + axis, index - first))
+        for axis, index in mirrored:
+            tile = tile.index_select(axis, index)
         return tile.to(torch.float32) if not tile.is_floating_point() else tile.contiguous()
