@@ -14,7 +14,9 @@ in one run:
 - memory growth, the bundle's ``--memory_mapped True`` path: a small valid PaperUNet on an uncompressed NIfTI of
   N and 8N voxels loaded by ``LoadMemmapNiftid`` (the voxels stay in the file), batched by ``view_collate``,
   tiles z-scored as they are read (``normalize=True``), argmax into an unnamed memory-mapped file
-  (``memmap_dir``).
+  (``memmap_dir``); the same through the in-RAM path; and the whole bundle command on the same files
+  (``python -m monai.bundle run inference`` with ``--memory_mapped True``: loading, checks, inference and the
+  NIfTI written).
 
 Each case runs in its own process, so that its peak RSS (``VmHWM``) is its own; the RSS just before inference
 (imports, network, volume: the same in every case) is printed too. Prints voxels per
@@ -22,6 +24,7 @@ second, peak RSS, ratios, and the Dice of our labels against MONAI's (overlap 0.
 
     python benchmarks/bench_inference.py            # about 20 minutes on 2 cores
     python benchmarks/bench_inference.py --quick    # small volume: checks that it runs
+    python benchmarks/bench_inference.py --growth-only   # the memory growth cases alone, about 3 minutes
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from unet_monai.data import synthetic_em_volume
+from unet_monai.data import make_synthetic_em, synthetic_em_volume
 from unet_monai.inferers import AutocastInferer, OverlapTileInferer, fastest_autocast_dtype
 from unet_monai.networks import PaperUNet
 
 FEATURES = (32, 64, 128, 256)
 ROI = 96
+GROWTH_FEATURES = (4, 8, 16)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_network() -> PaperUNet:
@@ -79,6 +84,8 @@ def run_case(case: str, work: Path) -> dict:
     torch.manual_seed(0)
     if case.startswith("growth"):
         return run_growth(case, work)
+    if case.startswith("bundle"):
+        return run_bundle_growth(case, work)
     name = case
     volume = np.load(work / "volume.npy")
     x = torch.from_numpy(volume)[None, None]
@@ -109,6 +116,26 @@ def run_case(case: str, work: Path) -> dict:
     return {"seconds": seconds, "voxels": int(np.prod(volume.shape)), "peak_rss_mb": peak, "rss_before_mb": before}
 
 
+def run_bundle_growth(case: str, work: Path) -> dict:
+    """The whole bundle command with ``--memory_mapped True`` (loading, checks, inference, the NIfTI written) on the
+    N or 8N file, in this process: ``python -m monai.bundle run inference`` with the 3D overlay."""
+    from monai.bundle import run
+
+    factor = case.split("_")[1]
+    run(
+        "inference",
+        config_file=[str(REPO / "bundles/unet/inference.json"), str(REPO / "bundles/unet/train_3d.json")],
+        bundle_root=str(work / "bundle"),
+        dataset_dir=str(work / "bundle" / "data"),
+        features=list(GROWTH_FEATURES),
+        val_output_patch_size=[32, 32, 32],
+        input=str(work / f"growth_{factor}.nii"),
+        memory_mapped=True,
+        output_dir=str(work / f"bundle_out_{factor}"),
+    )
+    return {"peak_rss_mb": peak_rss_mb()}
+
+
 def run_growth(case: str, work: Path) -> dict:
     """The bundle's memory-mapped path on a small valid net: peak RSS for N (case growth_1) or 8N (growth_8)."""
     from monai.transforms import EnsureChannelFirstd
@@ -117,7 +144,7 @@ def run_growth(case: str, work: Path) -> dict:
 
     mapped, factor = case.split("_")  # growth_<factor>: memory-mapped; growthram_<factor>: the in-RAM path
     path = str(work / f"growth_{factor}.nii")
-    net = PaperUNet(3, 1, 2, features=(4, 8, 16)).eval()
+    net = PaperUNet(3, 1, 2, features=GROWTH_FEATURES).eval()
     if mapped == "growth":
         image = view_collate([EnsureChannelFirstd("image")(LoadMemmapNiftid("image")({"image": path}))])["image"]
         inferer = OverlapTileInferer(32, sw_batch_size=2, output="argmax", normalize=True, memmap_dir=str(work))
@@ -156,7 +183,11 @@ def peak_rss_mb() -> float:
 
 def spawn(case: str, work: Path) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--case", case, "--work", str(work)], capture_output=True, text=True, check=False
+        [sys.executable, __file__, "--case", case, "--work", str(work)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,  # the bundle's configs refer to each other by paths from the repository root
     )
     if proc.returncode:
         raise RuntimeError(f"case {case} failed:\n{proc.stderr[-3000:]}")
@@ -171,6 +202,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small volume, fewer cases (a smoke run)")
+    parser.add_argument("--growth-only", action="store_true", help="only the memory growth cases (N and 8N)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,67 +210,84 @@ def main() -> None:
         print(json.dumps(run_case(args.case, args.work)))
         return
 
-    shape = (96, 96, 96) if args.quick else (256, 256, 128)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        image, _ = synthetic_em_volume(shape, seed=7)
-        np.save(work / "volume.npy", ((image - image.mean()) / image.std()).astype(np.float32))
-        train_briefly(work, (96, 96, 64), steps=5 if args.quick else 60)
-        print(
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads; volume {shape}, roi {ROI}^3, "
-            f"same-padding PaperUNet {FEATURES}"
-        )
-        monai_cases = ["monai_0.5_4"] if args.quick else ["monai_0.25_1", "monai_0.25_4", "monai_0.5_1", "monai_0.5_4"]
-        monai_cases += [] if args.quick else ["monai_0.5_1_whole"]
-        our_cases = ["ours_96_16_1_auto", "ours_64_8_1_auto"]
-        our_cases += [] if args.quick else ["ours_80_8_1_auto", "ours_128_16_1_auto", "ours_128_16_2_auto"]
-        our_cases += [] if args.quick else ["ours_128_16_1_fp32", "ours_96_16_1_auto_whole", "ours_64_8_1_auto_whole"]
-        results = {case: spawn(case, work) for case in monai_cases + our_cases}
-        reference = np.load(work / "monai_0.5_4.npy")
-        print(
-            "\nours_<window>_<margin>_<sw batch>_<precision>: windows of that size, the centre kept (margin voxels off"
-            " each side); monai_<overlap>_<sw batch>; _whole: the network computes whole maps (inference_slabs 0)"
-            " instead of its full-resolution levels in slabs"
-        )
-        print(
-            f"{'case':<22} {'s':>6} {'Mvoxel/s':>9} {'peak RSS MB':>12} {'RSS before MB':>14} {'added MB':>9} "
-            f"{'Dice vs MONAI 0.5/4':>20}"
-        )
-        for case, r in results.items():
-            rate = r["voxels"] / r["seconds"] / 1e6
-            agreement = dice(np.load(work / f"{case}.npy"), reference)
-            added = r["peak_rss_mb"] - r["rss_before_mb"]
-            print(
-                f"{case:<22} {r['seconds']:6.1f} {rate:9.3f} {r['peak_rss_mb']:12.0f} {r['rss_before_mb']:14.0f} "
-                f"{added:9.0f} {agreement:20.4f}"
-            )
-        print(
-            "\nratios, ours against MONAI (speed: MONAI seconds / our seconds; RSS: our peak / MONAI peak; added: the"
-            " same for the memory added by inference, peak minus the RSS before it)"
-        )
-        for mine in our_cases:
-            # the same network pass on both sides: slabbed against slabbed, whole maps against whole maps
-            for theirs in [c for c in monai_cases if c.endswith("_whole") == mine.endswith("_whole")]:
-                speed = results[theirs]["seconds"] / results[mine]["seconds"]
-                rss = results[mine]["peak_rss_mb"] / results[theirs]["peak_rss_mb"]
-                mine_added = results[mine]["peak_rss_mb"] - results[mine]["rss_before_mb"]
-                added = mine_added / (results[theirs]["peak_rss_mb"] - results[theirs]["rss_before_mb"])
-                print(f"  {mine:<20} vs {theirs:<14} {speed:5.1f}x faster   RSS {rss:4.2f}x   added {added:4.2f}x")
-        print("goals: >= 3x MONAI's throughput at overlap 0.5, Dice >= 0.995 against it, peak RSS <= 0.5x")
+        if not args.growth_only:
+            compare_with_monai(Path(tmp), args.quick)
+        memory_growth(Path(tmp), args.quick)
 
-        # memory growth: N and 8N voxels, uncompressed NIfTI files, memory-mapped in and out
-        base = (64, 64, 32) if args.quick else (128, 128, 128)
-        for factor, size in ((1, base), (8, tuple(2 * s for s in base))):
-            voxels = np.random.default_rng(0).standard_normal(size, dtype=np.float32) * 100 + 40
-            nib.save(nib.Nifti1Image(voxels, np.eye(4)), work / f"growth_{factor}.nii")
-            del voxels
-        print(f"\nmemory growth, valid PaperUNet (4, 8, 16), argmax; {base} (N) and 8N voxels:")
-        for kind, label in (("growth", "memory-mapped NIfTI in, labels to a mapped file"), ("growthram", "in RAM")):
-            small, large = spawn(f"{kind}_1", work), spawn(f"{kind}_8", work)
-            print(
-                f"  {label:<48} N -> {small['peak_rss_mb']:.0f} MB, 8N -> {large['peak_rss_mb']:.0f} MB: "
-                f"{large['peak_rss_mb'] / small['peak_rss_mb']:.2f}x" + (" (goal < 1.3x)" if kind == "growth" else "")
-            )
+
+def compare_with_monai(work: Path, quick: bool) -> None:
+    """Speed, peak RSS and Dice of ours against MONAI's sliding window on one volume and network."""
+    shape = (96, 96, 96) if quick else (256, 256, 128)
+    image, _ = synthetic_em_volume(shape, seed=7)
+    np.save(work / "volume.npy", ((image - image.mean()) / image.std()).astype(np.float32))
+    train_briefly(work, (96, 96, 64), steps=5 if quick else 60)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; volume {shape}, roi {ROI}^3, "
+        f"same-padding PaperUNet {FEATURES}"
+    )
+    monai_cases = ["monai_0.5_4"] if quick else ["monai_0.25_1", "monai_0.25_4", "monai_0.5_1", "monai_0.5_4"]
+    monai_cases += [] if quick else ["monai_0.5_1_whole"]
+    our_cases = ["ours_96_16_1_auto", "ours_64_8_1_auto"]
+    our_cases += [] if quick else ["ours_80_8_1_auto", "ours_128_16_1_auto", "ours_128_16_2_auto"]
+    our_cases += [] if quick else ["ours_128_16_1_fp32", "ours_96_16_1_auto_whole", "ours_64_8_1_auto_whole"]
+    results = {case: spawn(case, work) for case in monai_cases + our_cases}
+    reference = np.load(work / "monai_0.5_4.npy")
+    print(
+        "\nours_<window>_<margin>_<sw batch>_<precision>: windows of that size, the centre kept (margin voxels off"
+        " each side); monai_<overlap>_<sw batch>; _whole: the network computes whole maps (inference_slabs 0)"
+        " instead of its full-resolution levels in slabs"
+    )
+    print(
+        f"{'case':<22} {'s':>6} {'Mvoxel/s':>9} {'peak RSS MB':>12} {'RSS before MB':>14} {'added MB':>9} "
+        f"{'Dice vs MONAI 0.5/4':>20}"
+    )
+    for case, r in results.items():
+        rate = r["voxels"] / r["seconds"] / 1e6
+        agreement = dice(np.load(work / f"{case}.npy"), reference)
+        added = r["peak_rss_mb"] - r["rss_before_mb"]
+        print(
+            f"{case:<22} {r['seconds']:6.1f} {rate:9.3f} {r['peak_rss_mb']:12.0f} {r['rss_before_mb']:14.0f} "
+            f"{added:9.0f} {agreement:20.4f}"
+        )
+    print(
+        "\nratios, ours against MONAI (speed: MONAI seconds / our seconds; RSS: our peak / MONAI peak; added: the"
+        " same for the memory added by inference, peak minus the RSS before it)"
+    )
+    for mine in our_cases:
+        # the same network pass on both sides: slabbed against slabbed, whole maps against whole maps
+        for theirs in [c for c in monai_cases if c.endswith("_whole") == mine.endswith("_whole")]:
+            speed = results[theirs]["seconds"] / results[mine]["seconds"]
+            rss = results[mine]["peak_rss_mb"] / results[theirs]["peak_rss_mb"]
+            mine_added = results[mine]["peak_rss_mb"] - results[mine]["rss_before_mb"]
+            added = mine_added / (results[theirs]["peak_rss_mb"] - results[theirs]["rss_before_mb"])
+            print(f"  {mine:<20} vs {theirs:<14} {speed:5.1f}x faster   RSS {rss:4.2f}x   added {added:4.2f}x")
+    print("goals: >= 3x MONAI's throughput at overlap 0.5, Dice >= 0.995 against it, peak RSS <= 0.5x")
+
+
+def memory_growth(work: Path, quick: bool) -> None:
+    """Peak RSS for N and 8N voxels: the inferer on a memory-mapped file, the in-RAM path, and the bundle command."""
+    base = (64, 64, 32) if quick else (128, 128, 128)
+    for factor, size in ((1, base), (8, tuple(2 * s for s in base))):
+        voxels = np.random.default_rng(0).standard_normal(size, dtype=np.float32) * 100 + 40
+        nib.save(nib.Nifti1Image(voxels, np.eye(4)), work / f"growth_{factor}.nii")
+        del voxels
+    make_synthetic_em(work / "bundle" / "data", spatial_dims=3)  # the bundle's label names; written once
+    (work / "bundle" / "models").mkdir(parents=True)
+    bundle_net = PaperUNet(3, 1, 2, features=GROWTH_FEATURES, norm="batch")  # train_3d.json's network
+    torch.save(bundle_net.state_dict(), work / "bundle" / "models" / "model.pt")
+    print(f"\nmemory growth, valid PaperUNet {GROWTH_FEATURES}, argmax; {base} (N) and 8N voxels:")
+    kinds = [
+        ("growth", "memory-mapped NIfTI in, labels to a mapped file"),
+        ("growthram", "in RAM"),
+        ("bundle", "bundle command, --memory_mapped True, NIfTI out"),
+    ]
+    for kind, label in kinds:
+        small, large = spawn(f"{kind}_1", work), spawn(f"{kind}_8", work)
+        print(
+            f"  {label:<48} N -> {small['peak_rss_mb']:.0f} MB, 8N -> {large['peak_rss_mb']:.0f} MB: "
+            f"{large['peak_rss_mb'] / small['peak_rss_mb']:.2f}x" + (" (goal < 1.3x)" if kind != "growthram" else "")
+        )
 
 
 if __name__ == "__main__":

@@ -163,6 +163,18 @@ def test_non_finite_voxels_are_counted_across_slabs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1 NaN and 2 infinite") as info:
         CheckImage(spatial_dims=3, channels=1)(image)
     assert str(path) in str(info.value)
+    assert _count_non_finite(image) == (1, 2)  # one slab: +inf and -inf sum to NaN, still counted
+
+
+def test_finite_voxels_whose_sum_overflows_are_not_counted() -> None:
+    """The per-slab sum only decides where to count: a float32 sum that overflows to infinity counts nothing."""
+    from unet_monai.transforms.check import _count_non_finite
+
+    huge = torch.full((1, 64, 64), 3e38)
+    assert not torch.isfinite(huge.sum())
+    assert _count_non_finite(huge) == (0, 0)
+    huge[0, 5, 5] = float("nan")
+    assert _count_non_finite(huge) == (1, 0)
 
 
 def mapped_resident_kb(path: Path) -> int:

@@ -71,3 +71,29 @@ def test_never_writes_over_its_input(tmp_path):
             print_log=False,
         )(image[None] * 2)
     assert source.read_bytes() == before
+
+
+def test_labels_without_resampling_are_written_as_they_are(tmp_path):
+    """With ``resample=False`` the label map reaches nibabel without a copy (MONAI's writer sends it through its
+    resampler, which returns a float32 copy), and the file equals MONAI's NibabelWriter's: the same voxels, dtype
+    and affine."""
+    from monai.data import MetaTensor, NibabelWriter
+
+    rng = np.random.default_rng(0)
+    labels = np.asfortranarray(rng.integers(0, 3, size=(1, 23, 17, 9), dtype=np.uint8))  # (C, H, W, D), F order
+    affine = np.array([[0.0, -0.8, 0.0, 12.0], [0.7, 0.0, 0.0, -3.0], [0.0, 0.0, 2.5, 40.0], [0.0, 0.0, 0.0, 1.0]])
+    image = MetaTensor(labels, affine=affine)
+    written = {}
+    for name, writer_class in (("ours", AtomicNibabelWriter), ("monai", NibabelWriter)):
+        writer = writer_class(output_dtype=np.uint8)
+        writer.set_data_array(image, channel_dim=0)
+        writer.set_metadata(image.meta, resample=False)
+        if name == "ours":
+            assert np.shares_memory(np.asarray(writer.data_obj), labels)
+        writer.write(tmp_path / f"{name}.nii.gz")
+        written[name] = LoadImage(image_only=True)(str(tmp_path / f"{name}.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(written["ours"]), labels[0])
+    np.testing.assert_array_equal(np.asarray(written["ours"]), np.asarray(written["monai"]))
+    np.testing.assert_allclose(np.asarray(written["ours"].affine), affine, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(written["ours"].affine), np.asarray(written["monai"].affine), atol=1e-6)
+    assert written["ours"].dtype == written["monai"].dtype

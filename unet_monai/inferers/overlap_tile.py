@@ -156,7 +156,10 @@ class OverlapTileInferer(Inferer):
 
     Input may be a memory-mapped array wrapped as a tensor (``torch.from_numpy(numpy.memmap)``, or the
     ``dataobj`` of an uncompressed NIfTI): each tile gathers only its own voxels, mirrored at the borders,
-    so the input is never copied or padded whole and peak memory is bounded by the tile work.
+    so the input is never copied or padded whole. Tiles run row by row along the input's outermost axis in
+    memory (the last axis of a NIfTI file), and the pages of mapped input and output rows that no tile needs any
+    more leave the process's memory (:func:`~unet_monai.io.memmap.release_pages`), so peak memory is bounded by
+    a row of tiles, not by the volume.
     """
 
     def __init__(

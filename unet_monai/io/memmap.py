@@ -181,9 +181,10 @@ def release_pages(data: torch.Tensor) -> int:
     try:
         with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
             pagemap.seek(first * 8)
-            entries = np.frombuffer(pagemap.read((last - first) * 8), dtype=np.uint64)
+            raw = pagemap.read((last - first) * 8)
     except OSError:
         return 0
+    entries = np.frombuffer(raw[: len(raw) // 8 * 8], dtype=np.uint64)
     releasable = (entries & np.uint64(_PAGEMAP_PRESENT | _PAGEMAP_FILE)) == np.uint64(_PAGEMAP_PRESENT | _PAGEMAP_FILE)
     # runs of releasable pages: [start, stop) in pages from ``first``
     edges = np.flatnonzero(np.diff(np.concatenate(([0], releasable.view(np.int8), [0]))))

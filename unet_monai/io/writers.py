@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from monai.data import NibabelWriter
+from monai.utils import convert_to_numpy
 
 from unet_monai.io.atomic import atomic_path
 
@@ -19,7 +21,9 @@ class AtomicNibabelWriter(NibabelWriter):
 
     A crash or a full disk mid-write leaves at most a hidden ``.<name>.*.tmp`` file, never a truncated
     ``<name>.nii.gz`` that looks finished; the rename is atomic on one file system. It also refuses to write
-    over the file the data was read from (``filename_or_obj`` in the metadata). Use it as
+    over the file the data was read from (``filename_or_obj`` in the metadata). With ``resample=False`` the data goes
+    to nibabel as it is, where MONAI's writer makes a float32 copy of it (a memory-mapped label map stays in its
+    file). Use it as
     ``SaveImaged(..., writer="unet_monai.io.AtomicNibabelWriter")`` or in code as MONAI's writer.
     """
 
@@ -30,7 +34,15 @@ class AtomicNibabelWriter(NibabelWriter):
     def set_metadata(self, meta_dict: Mapping | None = None, resample: bool = True, **options: Any) -> None:
         source = (meta_dict or {}).get("filename_or_obj")
         self.source = Path(str(source)).resolve() if source else None
-        super().set_metadata(meta_dict, resample, **options)
+        if resample:
+            super().set_metadata(meta_dict, resample, **options)
+            return
+        # MONAI's writer sends the data through its resampler even with resample=False, which returns a float32
+        # copy (four times a uint8 label map) that is then cast back: keep the data and take the affine as it is
+        _, affine, _ = self.get_meta_info(meta_dict)
+        if self.output_dtype is None and self.data_obj is not None and hasattr(self.data_obj, "dtype"):
+            self.output_dtype = self.data_obj.dtype  # type: ignore[assignment]  # as MONAI does
+        self.affine = None if affine is None else np.asarray(convert_to_numpy(affine), dtype=np.float64)
 
     def write(self, filename: str | os.PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
         target = Path(filename)

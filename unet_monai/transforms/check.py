@@ -6,6 +6,7 @@ through to the network or the loss, where they fail deep inside torch or train o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.transforms import Transform
 
-from unet_monai.io.memmap import slabs
+from unet_monai.io.memmap import release_pages, slabs
 
 __all__ = ["CheckImage", "check_same_grid", "GRAYSCALE_PIL_MODES"]
 
@@ -109,13 +110,18 @@ class CheckImage(Transform):
         return img
 
 
-def _count_non_finite(data: torch.Tensor, slab_voxels: int = 1 << 22) -> tuple[int, int]:
-    """NaN and infinite voxels of ``data``, counted slab by slab (``unet_monai.io.memmap.slabs``)."""
+def _count_non_finite(data: torch.Tensor, slab_voxels: int = 1 << 20) -> tuple[int, int]:
+    """NaN and infinite voxels of ``data``, counted slab by slab (``unet_monai.io.memmap.slabs``).
+
+    A slab whose sum is finite holds only finite values (NaN and infinity propagate through a sum), so the voxels
+    are counted only where the sum is not: ``torch.isfinite`` would allocate several slab-sized temporaries
+    (56 MB for a 16 MB slab) and take 20x as long. A sum that overflows only sends its slab to the exact count."""
     nan = inf = 0
     for slab in slabs(data, slab_voxels):
-        if not bool(torch.isfinite(slab).all()):
+        if not math.isfinite(float(slab.sum())):
             nan += int(torch.isnan(slab).sum())
             inf += int(torch.isinf(slab).sum())
+        release_pages(slab)  # a memory-mapped image's pages, read once, leave this process's memory
     return nan, inf
 
 
