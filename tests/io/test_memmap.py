@@ -226,13 +226,13 @@ def test_overlap_tile_keeps_a_row_of_a_mapped_volume_resident(tmp_path: Path) ->
     resident: list[int] = []
     hook = net.register_forward_pre_hook(lambda module, args: resident.append(mapped_resident_kb(path)))
     with torch.no_grad():
-        labels = OverlapTileInferer(16, output="argmax", normalize=True, memmap_dir=str(tmp_path / "scratch"))(
-            image, net
-        )
+        labels = OverlapTileInferer(
+            (20, 36, 16), output="argmax", normalize=True, memmap_dir=str(tmp_path / "scratch")
+        )(image, net)  # 2 x 1 x 8 tiles: reading smaps takes a while in a torch process
     hook.remove()
     assert len(resident) > 4 and max(resident) < data.nbytes // 1024 // 2
     assert labels.stride()[2:] == (1, 40, 40 * 36)  # the input's (Fortran) order
     in_ram = torch.from_numpy(np.ascontiguousarray(data))[None, None]
     with torch.no_grad():
-        reference = OverlapTileInferer(16, output="argmax", normalize=True)(in_ram, net)
+        reference = OverlapTileInferer((20, 36, 16), output="argmax", normalize=True)(in_ram, net)
     assert torch.equal(labels.as_tensor(), reference)
