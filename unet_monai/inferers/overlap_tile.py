@@ -148,7 +148,8 @@ class OverlapTileInferer(Inferer):
             uint8 array (``numpy.memmap``, C order, shape ``(B, 1, *S)``) instead of RAM.
         memmap_dir: like ``output_file``, but an unnamed temporary file in this folder (created if missing),
             removed by the system when the result is freed: for a pipeline that saves the labels in another
-            format afterwards.
+            format afterwards. Its voxels lie in the input's memory order (a NIfTI file's Fortran order), so the
+            result may not be contiguous in C order.
         normalize: z-score each image of the batch with its own mean and (population) standard deviation, as
             MONAI's ``NormalizeIntensity`` does, applied to each tile as it is gathered: the statistics come from
             one streamed pass in slabs, so a memory-mapped input is never copied whole. A constant image is only
