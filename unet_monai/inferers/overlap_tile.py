@@ -68,15 +68,14 @@ def _mean_std(image: torch.Tensor) -> tuple[float, float]:
     A standard deviation of 0 is returned as 1 (MONAI's ``NormalizeIntensity`` does the same)."""
     total, squares, count = 0.0, 0.0, 0
     shift = float("nan")  # a first estimate, subtracted for a stable variance
-    for view in slabs(image, _SLAB_VOXELS):
-        slab = view.to(torch.float64, copy=True)  # the one temporary per slab: the steps below work in place
+    for slab in slabs(image, _SLAB_VOXELS):  # a memory-mapped image's pages leave memory slab by slab
+        slab = slab.to(torch.float64, copy=True)  # the one temporary per slab: the steps below work in place
         if math.isnan(shift):
             shift = float(slab.mean())
         slab.sub_(shift)
         total += float(slab.sum())
         squares += float(slab.square_().sum())
         count += slab.numel()
-        release_pages(view)  # a memory-mapped image's pages, read once, leave this process's memory
     if count == 0:
         raise ValueError(f"cannot normalise an image with no voxels, got shape {tuple(image.shape)}.")
     mean = total / count

@@ -129,14 +129,18 @@ def view_collate(batch: Sequence[Any]) -> Any:
 
 def slabs(data: torch.Tensor, slab_voxels: int = 1 << 22) -> Iterator[torch.Tensor]:
     """Views of ``data`` in slabs of about ``slab_voxels`` voxels along its outermost axis in memory: a whole-volume
-    reduction without a full-size temporary, reading a memory-mapped file in file order. A 0-d tensor is one slab."""
+    reduction without a full-size temporary, reading a memory-mapped file in file order. Once the caller moves on
+    to the next slab, the mapped pages of the one before leave the process's memory (:func:`release_pages`), so a
+    pass over a mapped volume keeps one slab resident. A 0-d tensor is one slab."""
     if data.dim() == 0:
         yield data.reshape(1)
         return
     axis = max(range(data.dim()), key=lambda a: (data.stride(a), data.shape[a]))
     step = max(1, slab_voxels // max(1, data.numel() // max(1, data.shape[axis])))
     for start in range(0, data.shape[axis], step):
-        yield torch.as_tensor(data.narrow(axis, start, min(step, data.shape[axis] - start)))
+        slab = torch.as_tensor(data.narrow(axis, start, min(step, data.shape[axis] - start)))
+        yield slab
+        release_pages(slab)
 
 
 _MADV_DONTNEED = 4  # Linux <sys/mman.h>

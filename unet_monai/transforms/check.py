@@ -15,7 +15,7 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.transforms import Transform
 
-from unet_monai.io.memmap import release_pages, slabs
+from unet_monai.io.memmap import slabs
 
 __all__ = ["CheckImage", "check_same_grid", "GRAYSCALE_PIL_MODES"]
 
@@ -115,13 +115,13 @@ def _count_non_finite(data: torch.Tensor, slab_voxels: int = 1 << 20) -> tuple[i
 
     A slab whose sum is finite holds only finite values (NaN and infinity propagate through a sum), so the voxels
     are counted only where the sum is not: ``torch.isfinite`` would allocate several slab-sized temporaries
-    (56 MB for a 16 MB slab) and take 20x as long. A sum that overflows only sends its slab to the exact count."""
+    (56 MB for a 16 MB slab) and take 20x as long. A sum that overflows only sends its slab to the exact count.
+    ``slabs`` releases the pages of a memory-mapped image as it goes."""
     nan = inf = 0
     for slab in slabs(data, slab_voxels):
         if not math.isfinite(float(slab.sum())):
             nan += int(torch.isnan(slab).sum())
             inf += int(torch.isinf(slab).sum())
-        release_pages(slab)  # a memory-mapped image's pages, read once, leave this process's memory
     return nan, inf
 
 
