@@ -158,3 +158,150 @@ def test_weight_in_target_needs_two_target_channels():
 def test_negative_lambda_dice_rejected():
     with pytest.raises(ValueError, match="lambda_dice must be >= 0, got -0.5"):
         PixelWeightedCELoss(lambda_dice=-0.5)
+
+
+# ------------------------------------------------------------------------------------------- ignore value
+IGNORE = 255
+
+
+def sparse_batch(channels: int, batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """3D logits and targets with about half the voxels set to the ignore value; also the labelled mask."""
+    logits, target = batch("3d", channels, batch_size)
+    labelled = torch.rand_like(target) < 0.5
+    labelled[0, 0, 0, 0, 0] = True  # every sample keeps a labelled voxel
+    labelled[-1, 0, 0, 0, 1] = True
+    return logits, torch.where(labelled, target, torch.full_like(target, IGNORE)), labelled
+
+
+def reference_on_labelled(logits, target, labelled, weight, lambda_dice):
+    """The loss recomputed from the gathered labelled voxels only: weighted CE (BCE) mean over them, plus MONAI's
+    Dice of each sample's labelled voxels ``(1, C, n_b)``, averaged over the samples that have any."""
+    channels = logits.shape[1]
+    keep = labelled[:, 0]  # (B, *S)
+    x = logits.movedim(1, -1)[keep]  # (N, C)
+    t = target[:, 0][keep]  # (N,)
+    w = weight[:, 0][keep] if weight is not None else torch.ones_like(t)
+    if channels == 1:
+        ce = F.binary_cross_entropy_with_logits(x[:, 0], t, reduction="none")
+    else:
+        ce = F.cross_entropy(x, t.long(), reduction="none")
+    loss = (w * ce).mean()
+    if lambda_dice:
+        dice = DiceLoss(to_onehot_y=True, softmax=True) if channels > 1 else DiceLoss(sigmoid=True)
+        per_sample = []
+        for b in range(logits.shape[0]):
+            if keep[b].any():
+                xb = logits[b].flatten(1)[:, keep[b].flatten()][None]  # (1, C, n_b)
+                tb = target[b].flatten(1)[:, keep[b].flatten()][None]  # (1, 1, n_b)
+                per_sample.append(dice(xb, tb))
+        loss = loss + lambda_dice * torch.stack(per_sample).mean()
+    return loss
+
+
+IGNORE_CASES = {
+    "softmax": (3, 0.0, "explicit"),
+    "sigmoid": (1, 0.0, "explicit"),
+    "softmax-dice": (3, 0.7, "explicit"),
+    "sigmoid-dice": (1, 0.7, "explicit"),
+    "no-weight-dice": (3, 1.0, "none"),
+    "weight_in_target-dice": (2, 0.5, "in_target"),
+}
+
+
+def call(loss_fn, logits, target, weight, mode):
+    if mode == "in_target":
+        return loss_fn(logits, torch.cat([target, weight], 1))
+    return loss_fn(logits, target, weight if mode == "explicit" else None)
+
+
+@pytest.mark.parametrize("case", list(IGNORE_CASES), ids=list(IGNORE_CASES))
+def test_ignore_index_loss_equals_loss_on_labelled_voxels(case):
+    channels, lambda_dice, mode = IGNORE_CASES[case]
+    logits, target, labelled = sparse_batch(channels)
+    weight = torch.rand_like(target) * 3 + 0.1
+    loss_fn = PixelWeightedCELoss(lambda_dice=lambda_dice, weight_in_target=mode == "in_target", ignore_index=IGNORE)
+    expected = reference_on_labelled(logits, target, labelled, weight if mode != "none" else None, lambda_dice)
+    torch.testing.assert_close(call(loss_fn, logits, target, weight, mode), expected)
+
+
+@pytest.mark.parametrize("case", list(IGNORE_CASES), ids=list(IGNORE_CASES))
+def test_ignore_index_gradient_is_zero_at_ignored_voxels(case):
+    channels, lambda_dice, mode = IGNORE_CASES[case]
+    logits, target, labelled = sparse_batch(channels)
+    logits.requires_grad_(True)
+    weight = torch.rand_like(target) * 3 + 0.1
+    loss_fn = PixelWeightedCELoss(lambda_dice=lambda_dice, weight_in_target=mode == "in_target", ignore_index=IGNORE)
+    call(loss_fn, logits, target, weight, mode).backward()
+    ignored = (~labelled).expand_as(logits)
+    assert torch.equal(logits.grad[ignored], torch.zeros(int(ignored.sum())))
+    assert (logits.grad[~ignored] != 0).any()
+
+
+@pytest.mark.parametrize("channels", [3, 1], ids=["softmax", "sigmoid"])
+def test_ignored_voxels_do_not_change_the_loss(channels):
+    logits, target, labelled = sparse_batch(channels)
+    loss_fn = PixelWeightedCELoss(lambda_dice=1.0, ignore_index=IGNORE)
+    changed = torch.where(labelled, logits, torch.randn_like(logits) * 100)
+    torch.testing.assert_close(loss_fn(changed, target), loss_fn(logits, target))
+
+
+@pytest.mark.parametrize("channels", [3, 1], ids=["softmax", "sigmoid"])
+def test_batch_without_labelled_voxels_gives_zero_loss_and_gradient(channels):
+    logits, target = batch("3d", channels)
+    logits.requires_grad_(True)
+    loss = PixelWeightedCELoss(lambda_dice=1.0, ignore_index=IGNORE)(logits, torch.full_like(target, IGNORE))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_sample_without_labelled_voxels_is_left_out_of_the_dice_mean():
+    logits, target, labelled = sparse_batch(3)
+    target[1] = IGNORE
+    labelled[1] = False
+    loss = PixelWeightedCELoss(lambda_dice=1.0, ignore_index=IGNORE)(logits, target)
+    torch.testing.assert_close(loss, reference_on_labelled(logits, target, labelled, None, 1.0))
+    alone = PixelWeightedCELoss(lambda_dice=1.0, ignore_index=IGNORE)(logits[:1], target[:1])
+    torch.testing.assert_close(loss, alone)
+
+
+@pytest.mark.parametrize("channels", [3, 1], ids=["softmax", "sigmoid"])
+def test_ignore_index_without_ignored_voxels_is_the_plain_loss(channels):
+    logits, target = batch("3d", channels)
+    weight = torch.rand_like(target) + 0.5
+    plain = PixelWeightedCELoss(lambda_dice=0.5)(logits, target, weight)
+    torch.testing.assert_close(PixelWeightedCELoss(lambda_dice=0.5, ignore_index=IGNORE)(logits, target, weight), plain)
+
+
+def test_ignore_index_with_bf16_logits_in_target_mode():
+    logits, target, labelled = sparse_batch(3)
+    weight = torch.rand_like(target) + 0.5
+    half = logits.bfloat16().requires_grad_(True)
+    loss_fn = PixelWeightedCELoss(lambda_dice=0.5, weight_in_target=True, ignore_index=IGNORE)
+    loss = loss_fn(half, torch.cat([target, weight], 1).bfloat16())
+    assert loss.dtype == torch.float32
+    expected = reference_on_labelled(half.detach().float(), target, labelled, weight.bfloat16().float(), 0.5)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert half.grad.dtype == torch.bfloat16
+    assert torch.equal(half.grad[(~labelled).expand_as(half)].float(), torch.zeros(int((~labelled).sum()) * 3))
+
+
+def test_negative_ignore_index():
+    logits, target, labelled = sparse_batch(3)
+    target = torch.where(labelled, target, torch.full_like(target, -1))
+    loss = PixelWeightedCELoss(lambda_dice=1.0, ignore_index=-1)(logits, target)
+    torch.testing.assert_close(loss, reference_on_labelled(logits, target, labelled, None, 1.0))
+
+
+@pytest.mark.parametrize("channels,ignore_index", [(3, 2), (1, 1), (1, 0)], ids=["softmax-class", "sigmoid-1", "bg"])
+def test_ignore_index_that_is_a_class_rejected(channels, ignore_index):
+    logits, target = batch("2d", channels)
+    with pytest.raises(ValueError, match=rf"ignore_index must not be a class of the {channels}-channel logits"):
+        PixelWeightedCELoss(ignore_index=ignore_index)(logits, target)
+
+
+@pytest.mark.parametrize("value", [255.0, True, "255"], ids=["float", "bool", "str"])
+def test_ignore_index_must_be_an_integer(value):
+    with pytest.raises(TypeError, match="ignore_index must be an integer label value or None"):
+        PixelWeightedCELoss(ignore_index=value)
