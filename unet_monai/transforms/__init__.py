@@ -17,9 +17,18 @@ For the rest, use MONAI's own transforms, which already do exactly the job:
   roi_size=network.output_shape(patch_size))``, or ``crop_keys`` of :class:`RandElasticGridd`.
 """
 
-from unet_monai.transforms.check import CheckImage, check_same_grid
-from unet_monai.transforms.dictionary import BorderWeightMapd, CheckImaged, RandElasticGridd
+from unet_monai.transforms.check import CheckImage, check_label, check_same_grid, grid_distance_mm
+from unet_monai.transforms.dictionary import (
+    BorderWeightMapd,
+    CheckImaged,
+    CheckPaird,
+    ForegroundLocationsd,
+    NormalizeByModalityd,
+    RandElasticGridd,
+)
 from unet_monai.transforms.elastic import RandElasticGrid, cubic_upsample_matrix, dense_displacement
+from unet_monai.transforms.intensity import SCHEMES, NormalizeByModality, ct_scheme, foreground_intensity_stats
+from unet_monai.transforms.sampling import ForegroundLocations, ForegroundSampler, VoxelLocations, voxel_locations
 from unet_monai.transforms.watershed import WatershedLines, WatershedLinesd, watershed_lines
 from unet_monai.transforms.weight_map import BorderWeightMap, border_weight_map
 
@@ -34,6 +43,19 @@ __all__ = [
     "CheckImage",
     "CheckImaged",
     "check_same_grid",
+    "check_label",
+    "grid_distance_mm",
+    "CheckPaird",
+    "NormalizeByModality",
+    "NormalizeByModalityd",
+    "SCHEMES",
+    "foreground_intensity_stats",
+    "ct_scheme",
+    "ForegroundLocations",
+    "ForegroundLocationsd",
+    "ForegroundSampler",
+    "VoxelLocations",
+    "voxel_locations",
     "WatershedLines",
     "WatershedLinesd",
     "watershed_lines",

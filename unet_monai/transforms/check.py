@@ -15,9 +15,9 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.transforms import Transform
 
-from unet_monai.io.memmap import slabs
+from unet_monai.memory import slabs
 
-__all__ = ["CheckImage", "check_same_grid", "GRAYSCALE_PIL_MODES"]
+__all__ = ["CheckImage", "check_same_grid", "check_label", "grid_distance_mm", "GRAYSCALE_PIL_MODES"]
 
 GRAYSCALE_PIL_MODES = ("1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
@@ -111,7 +111,7 @@ class CheckImage(Transform):
 
 
 def _count_non_finite(data: torch.Tensor, slab_voxels: int = 1 << 20) -> tuple[int, int]:
-    """NaN and infinite voxels of ``data``, counted slab by slab (``unet_monai.io.memmap.slabs``).
+    """NaN and infinite voxels of ``data``, counted slab by slab (``unet_monai.memory.slabs``).
 
     A slab whose sum is finite holds only finite values (NaN and infinity propagate through a sum), so the voxels
     are counted only where the sum is not: ``torch.isfinite`` would allocate several slab-sized temporaries
@@ -151,3 +151,67 @@ def check_same_grid(
             f"{tolerance * voxel:.4g}, {tolerance} of a voxel), {matrix_b.round(6).tolist()} and "
             f"{matrix_a.round(6).tolist()}; resample the label onto the image."
         )
+
+
+def grid_distance_mm(affine_a: Any, affine_b: Any, spatial_shape: Sequence[int]) -> float:
+    """Largest distance, in mm, between the world positions that two affines give one voxel index of a grid of
+    ``spatial_shape`` voxels (reached at a corner of the grid, since the difference is affine)."""
+    matrix_a, matrix_b = _matrix(affine_a), _matrix(affine_b)
+    ndim = matrix_a.shape[0] - 1
+    corners = np.array(np.meshgrid(*[[0, max(int(n) - 1, 0)] for n in spatial_shape[:ndim]], indexing="ij"))
+    corners = corners.reshape(len(spatial_shape[:ndim]), -1)
+    if corners.shape[0] < ndim:  # a 2D grid under a 4x4 affine: the missing axes sit at index 0
+        corners = np.concatenate([corners, np.zeros((ndim - corners.shape[0], corners.shape[1]))])
+    homogeneous = np.concatenate([corners, np.ones((1, corners.shape[1]))])
+    return float(np.max(np.linalg.norm(((matrix_a - matrix_b) @ homogeneous)[:-1], axis=0)))
+
+
+def check_label(
+    label: NdarrayOrTensor,
+    image: NdarrayOrTensor | None = None,
+    names: tuple[str, str] = ("image", "label"),
+    tolerance_mm: float = 1e-4,
+    label_values: Sequence[int] | None = None,
+) -> None:
+    """Raise ``ValueError`` naming the files unless ``label`` ``(1, *spatial)`` has one channel, lies on the grid of
+    ``image`` ``(C, *spatial)`` (same spatial shape; affines that put every voxel within ``tolerance_mm`` mm of
+    each other, see :func:`grid_distance_mm`) and holds only ``label_values`` (None: any value).
+    """
+    what = f"{names[1]} {_source(label)}"
+    shape = tuple(int(s) for s in label.shape)
+    if len(shape) < 2 or shape[0] != 1:
+        raise ValueError(f"{what} must have exactly 1 channel (class indices), got shape {shape}.")
+    if image is not None:
+        pair = f"{what} and {names[0]} {_source(image)}"
+        image_shape = tuple(int(s) for s in image.shape)
+        if shape[1:] != image_shape[1:]:
+            raise ValueError(
+                f"{pair} must have one spatial shape, got {shape[1:]} and {image_shape[1:]}; resample the label "
+                "onto the image."
+            )
+        affine_l, affine_i = _meta(label).get("affine"), _meta(image).get("affine")
+        if affine_l is not None and affine_i is not None:
+            if _matrix(affine_l).shape != _matrix(affine_i).shape:
+                raise ValueError(
+                    f"{pair} must have affines of one size, got {_matrix(affine_l).shape} and "
+                    f"{_matrix(affine_i).shape}."
+                )
+            distance = grid_distance_mm(affine_l, affine_i, shape[1:])
+            if not distance <= tolerance_mm:
+                raise ValueError(
+                    f"{pair} must lie on one grid (affines within {tolerance_mm} mm), got voxels up to "
+                    f"{distance:.4g} mm apart, affines {_matrix(affine_l).round(6).tolist()} and "
+                    f"{_matrix(affine_i).round(6).tolist()}; resample the label onto the image."
+                )
+    if label_values is not None:
+        data = label if isinstance(label, torch.Tensor) else torch.as_tensor(np.asarray(label))
+        present = torch.unique(data.as_subclass(torch.Tensor) if isinstance(data, torch.Tensor) else data)
+        allowed = torch.as_tensor([float(v) for v in label_values], dtype=torch.float64)
+        unknown = present[~torch.isin(present.to(torch.float64), allowed)]
+        if unknown.numel():
+            values = [v.item() for v in unknown[:20]]
+            raise ValueError(
+                f"{what} must hold only the label values {list(label_values)}, got unknown value(s) {values}"
+                f"{' ...' if unknown.numel() > 20 else ''}; name them in the data list's labels or map them "
+                "(MapLabelValued)."
+            )

@@ -10,11 +10,20 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
-from unet_monai.transforms.check import GRAYSCALE_PIL_MODES, CheckImage, check_same_grid
+from unet_monai.transforms.check import GRAYSCALE_PIL_MODES, CheckImage, check_label, check_same_grid
 from unet_monai.transforms.elastic import RandElasticGrid
+from unet_monai.transforms.intensity import NormalizeByModality
+from unet_monai.transforms.sampling import ForegroundLocations, ForegroundSampler, _locations_or_compute
 from unet_monai.transforms.weight_map import BorderWeightMap
 
-__all__ = ["RandElasticGridd", "BorderWeightMapd", "CheckImaged"]
+__all__ = [
+    "RandElasticGridd",
+    "BorderWeightMapd",
+    "CheckImaged",
+    "CheckPaird",
+    "NormalizeByModalityd",
+    "ForegroundLocationsd",
+]
 
 
 class RandElasticGridd(RandomizableTransform, MapTransform):
@@ -27,6 +36,15 @@ class RandElasticGridd(RandomizableTransform, MapTransform):
         crop_keys: keys returned as the centre ``crop_size`` of the patch only (labels and weight maps of a
             valid-padding network); their field is computed for that centre alone.
         crop_size: see ``crop_keys``.
+        label_key: the label whose classes centre ``pos_fraction`` of the patches (see :class:`ForegroundSampler`);
+            None (default): uniform patch starts, the random draws exactly as without these options.
+        locations_key: where :class:`ForegroundLocationsd` stored the label's class locations (default
+            ``f"{label_key}_locations"``). Consumed: the key is dropped from the output, so that batches collate.
+            Absent: they are found from the label on every call (O(voxels) per patch instead of O(1)).
+        pos_fraction: fraction of patches centred on a foreground voxel (nnU-Net: 0.33).
+        ignore_index: label value of unlabelled voxels (e.g. 255): never a centre, and a patch whose label crop
+            (``crop_size``, before deformation) holds no labelled voxel is redrawn up to ``max_attempts`` times.
+        max_attempts: see ``ignore_index``.
         allow_missing_keys: skip keys that are absent.
         Other arguments: see :class:`RandElasticGrid`.
     """
@@ -46,12 +64,20 @@ class RandElasticGridd(RandomizableTransform, MapTransform):
         field_kernel: str = "cubic",
         crop_keys: KeysCollection = (),
         crop_size: Sequence[int] | None = None,
+        label_key: str | None = None,
+        locations_key: str | None = None,
+        pos_fraction: float = 0.33,
+        ignore_index: int | None = None,
+        max_attempts: int = 10,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, 1.0)  # the probability lives in the array transform
+        sampler = ForegroundSampler(pos_fraction, ignore_index, max_attempts) if label_key is not None else None
+        self.label_key = label_key
+        self.locations_key = locations_key or (f"{label_key}_locations" if label_key is not None else None)
         self.elastic = RandElasticGrid(
-            prob, grid_size, sigma, units, spatial_size, "bilinear", padding_mode, field_kernel
+            prob, grid_size, sigma, units, spatial_size, "bilinear", padding_mode, field_kernel, sampler
         )
         self.mode = ensure_tuple_rep(mode, len(self.keys))
         self.crop_keys = set(ensure_tuple(crop_keys))
@@ -69,7 +95,20 @@ class RandElasticGridd(RandomizableTransform, MapTransform):
         first = self.first_key(d)
         if first == ():
             return d
-        self.elastic.randomize(spatial_shape=tuple(d[first].shape[1:]))
+        spatial = tuple(d[first].shape[1:])
+        sampler = self.elastic.center_sampler
+        if sampler is None or self.label_key is None:
+            self.elastic.randomize(spatial_shape=spatial)
+        else:
+            if self.label_key not in d:
+                raise KeyError(f"label_key {self.label_key!r} must be in the data, got keys {sorted(map(str, d))}.")
+            label = d[self.label_key]
+            stored = d.pop(self.locations_key, None)
+            locations = None
+            if sampler.active:
+                locations = _locations_or_compute(stored, label, sampler.ignore_index, str(self.locations_key))
+            crop = self.crop_size if self.label_key in self.crop_keys else None
+            self.elastic.randomize(spatial_shape=spatial, locations=locations, label=label, crop_size=crop)
         for key, mode in self.key_iterator(d, self.mode):
             crop = self.crop_size if key in self.crop_keys else None
             d[key] = self.elastic(d[key], mode=mode, randomize=False, crop_size=crop)
@@ -151,4 +190,117 @@ class CheckImaged(MapTransform):
                 first = key
             elif self.same_grid:
                 check_same_grid(d[first], d[key], (str(first), str(key)), self.affine_tolerance)
+        return d
+
+
+class CheckPaird(MapTransform):
+    """Check a label against its image with :func:`check_label`: exactly 1 channel, on the image's grid (spatial
+    shape, affines within ``tolerance_mm`` mm), values among ``label_values``. Errors name both files. Data pass
+    through unchanged.
+
+    Args:
+        keys: the label key(s).
+        image_key: the image whose grid each label must lie on; None: no grid check.
+        tolerance_mm: allowed distance between the two affines' positions of any voxel, in mm.
+        label_values: allowed label values (e.g. ``[0, 1, 2, 255]``, the data list's labels and the ignore
+            value); None: any.
+        allow_missing_keys: skip keys that are absent.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "label",
+        image_key: str | None = "image",
+        tolerance_mm: float = 1e-4,
+        label_values: Sequence[int] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not tolerance_mm >= 0:
+            raise ValueError(f"tolerance_mm must be >= 0, got {tolerance_mm}.")
+        self.image_key = image_key
+        self.tolerance_mm = tolerance_mm
+        self.label_values = None if label_values is None else [int(v) for v in label_values]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = d.get(self.image_key) if self.image_key is not None else None
+        if self.image_key is not None and image is None and not self.allow_missing_keys:
+            raise KeyError(f"image_key {self.image_key!r} must be in the data, got keys {sorted(map(str, d))}.")
+        for key in self.key_iterator(d):
+            check_label(d[key], image, (str(self.image_key), str(key)), self.tolerance_mm, self.label_values)
+        return d
+
+
+class NormalizeByModalityd(MapTransform):
+    """Dictionary version of :class:`NormalizeByModality`, one scheme per channel of each key.
+
+    Args:
+        keys: image keys.
+        schemes: see :class:`NormalizeByModality`.
+        mask_key: the mask (``!= 0``) over which ``"mr_mask"`` channels take their statistics, e.g. a body or
+            foreground mask of the same grid; None when no scheme is ``"mr_mask"``.
+        allow_missing_keys: skip keys that are absent.
+
+    Example::
+
+        NormalizeByModalityd(keys="image", schemes=[{"scheme": "ct", "clip": [-958, 327], "mean": 82.9,
+            "std": 136.9}, {"scheme": "mr_nonzero"}])
+    """
+
+    backend = NormalizeByModality.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        schemes: Sequence[Mapping[str, Any]],
+        mask_key: str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.normalize = NormalizeByModality(schemes)
+        if mask_key is None and any(s["scheme"] == "mr_mask" for s in self.normalize.schemes):
+            raise ValueError("mask_key must be given when a scheme is 'mr_mask'.")
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        mask = None
+        if self.mask_key is not None:
+            if self.mask_key not in d:
+                raise KeyError(f"mask_key {self.mask_key!r} must be in the data, got keys {sorted(map(str, d))}.")
+            mask = d[self.mask_key]
+        for key in self.key_iterator(d):
+            d[key] = self.normalize(d[key], mask, name=str(key))
+        return d
+
+
+class ForegroundLocationsd(MapTransform):
+    """Dictionary version of :class:`ForegroundLocations`: writes the class locations of each label key to
+    ``f"{key}{output_postfix}"``, where :class:`RandElasticGridd` (``label_key``) reads them.
+
+    Args:
+        keys: label keys.
+        output_postfix: suffix of the output key (``"label"`` -> ``"label_locations"``).
+        allow_missing_keys: skip keys that are absent.
+        Other arguments: see :class:`ForegroundLocations`.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "label",
+        output_postfix: str = "_locations",
+        ignore_index: int | None = None,
+        max_per_class: int | None = None,
+        seed: int = 1234,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_postfix = output_postfix
+        self.locate = ForegroundLocations(ignore_index, max_per_class, seed)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[f"{key}{self.output_postfix}"] = self.locate(d[key])
         return d

@@ -20,6 +20,8 @@ from monai.data import MetaTensor
 from monai.transforms import RandomizableTransform
 from monai.utils import TransformBackends
 
+from unet_monai.transforms.sampling import ForegroundSampler, VoxelLocations
+
 __all__ = ["RandElasticGrid", "cubic_upsample_matrix", "dense_displacement"]
 
 _FIELD_KERNELS = ("cubic", "bspline")
@@ -96,6 +98,9 @@ class RandElasticGrid(RandomizableTransform):
         mode: resampling, ``"bilinear"`` (linear in 3D too), ``"bicubic"`` (2D only) or ``"nearest"``.
         padding_mode: ``grid_sample`` padding: ``"reflection"`` (mirror, as the paper), ``"border"``, ``"zeros"``.
         field_kernel: ``"cubic"`` (interpolating, the paper's bicubic) or ``"bspline"`` (smoother).
+        center_sampler: draws the patch start from the label's class locations instead of uniformly (a
+            :class:`~unet_monai.transforms.ForegroundSampler`: a set fraction of patches centred on foreground);
+            ``randomize`` then needs ``locations``. None (default): uniform starts, the draws as without it.
     """
 
     backend = [TransformBackends.TORCH]
@@ -110,6 +115,7 @@ class RandElasticGrid(RandomizableTransform):
         mode: str = "bilinear",
         padding_mode: str = "reflection",
         field_kernel: str = "cubic",
+        center_sampler: ForegroundSampler | None = None,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
         if units not in ("voxel", "mm"):
@@ -131,13 +137,25 @@ class RandElasticGrid(RandomizableTransform):
         self.mode = mode
         self.padding_mode = padding_mode
         self.field_kernel = field_kernel
+        self.center_sampler = center_sampler
         self._coarse: np.ndarray | None = None
         self._start: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ random draw
-    def randomize(self, data: Any = None, spatial_shape: Sequence[int] | None = None) -> None:
+    def randomize(
+        self,
+        data: Any = None,
+        spatial_shape: Sequence[int] | None = None,
+        locations: VoxelLocations | None = None,
+        label: torch.Tensor | None = None,
+        crop_size: Sequence[int] | None = None,
+    ) -> None:
         """Draw whether to deform, the control-point displacements (in voxels of the grid, unscaled) and the
-        patch start, for an input of spatial shape ``spatial_shape``."""
+        patch start, for an input of spatial shape ``spatial_shape``.
+
+        With a ``center_sampler``: ``locations`` are the label's class locations (of this spatial shape), ``label``
+        ``(1, *spatial)`` and ``crop_size`` (the label crop) serve its ignore check; see :class:`ForegroundSampler`.
+        """
         super().randomize(None)
         if spatial_shape is None:
             raise ValueError("spatial_shape must be given to randomize RandElasticGrid.")
@@ -148,7 +166,12 @@ class RandElasticGrid(RandomizableTransform):
             raise ValueError(
                 f"spatial_size must have {ndim} sizes for an input of shape {tuple(spatial_shape)}, got {out}."
             )
-        self._start = tuple(int(self.R.randint(0, max(s - o, 0) + 1)) for s, o in zip(spatial_shape, out))
+        if self.center_sampler is not None and self.center_sampler.active:
+            if locations is None:
+                raise ValueError("locations must be given to randomize a RandElasticGrid with a center_sampler.")
+            self._start = self.center_sampler(self.R, spatial_shape, out, locations, crop_size, label)
+        else:
+            self._start = tuple(int(self.R.randint(0, max(s - o, 0) + 1)) for s, o in zip(spatial_shape, out))
         self._coarse = self.R.standard_normal((ndim, *grid)).astype(np.float32) if self._do_transform else None
 
     # ------------------------------------------------------------------ deterministic application
