@@ -1,4 +1,6 @@
-"""write_dicom_seg on the real 3-slice CT of ../shared/data/dcmqi-ct-seg, checked with highdicom and dcmqi's SEG."""
+"""write_dicom_seg on the real series of ../shared/data, checked with highdicom, dcmqi's SEG and dciodvfy.
+
+Every SEG written here goes through the ``dciodvfy`` fixture (tests/io/conftest.py): 0 errors, warnings printed."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ hd = pytest.importorskip("highdicom", reason="DICOM SEG needs the 'dicom' extra 
 sitk = pytest.importorskip("SimpleITK")
 
 from unet_monai.io import DicomSeriesReader  # noqa: E402
-from unet_monai.io.dicom_seg import write_dicom_seg  # noqa: E402
+from unet_monai.io.dicom_seg import seg_sources, write_dicom_seg  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dcmqi-ct-seg"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED / "dcmqi-ct-seg"
+CT_J2K = SHARED / "totalsegmentator-examples" / "example_ct_dicom"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared DICOM SEG data not found at {DATA}")
 
 
@@ -29,8 +33,9 @@ def source_uids() -> list[str]:
     return [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in sorted((DATA / "ct-3slice").iterdir())]
 
 
-def test_seg_references_sources_and_matches_the_label(tmp_path):
+def test_seg_references_sources_and_matches_the_label(tmp_path, dciodvfy):
     path = write_dicom_seg(liver_label(), DATA / "ct-3slice", tmp_path / "liver.dcm", {1: "liver"})
+    dciodvfy(path)
     seg = hd.seg.segread(path)
     sources = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in (DATA / "ct-3slice").iterdir()}
     assert seg.number_of_frames == 3
@@ -56,10 +61,11 @@ def test_seg_references_sources_and_matches_the_label(tmp_path):
     assert [int(f.sum()) for f in ours] == [35220, 35645, 36233]  # 01.dcm, 02.dcm, 03.dcm
 
 
-def test_several_labels_become_numbered_segments(tmp_path):
+def test_several_labels_become_numbered_segments(tmp_path, dciodvfy):
     label = liver_label().astype(np.uint8)
     label[:50, :50, :] = 7  # a second structure, value 7
     path = write_dicom_seg(label, DATA / "ct-3slice", tmp_path / "two.dcm", {1: "liver", 7: "marker"})
+    dciodvfy(path)
     seg = hd.seg.segread(path)
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["liver", "marker"]
     marker = seg.get_pixels_by_source_instance(source_uids(), segment_numbers=[2], ignore_spatial_locations=True)
@@ -79,7 +85,62 @@ def test_bad_inputs_are_refused_and_nothing_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_reader_settings_choose_the_series(tmp_path):
+def test_reader_settings_choose_the_series(tmp_path, dciodvfy):
     reader = DicomSeriesReader(modality="CT")
     path = write_dicom_seg(liver_label(), DATA / "ct-3slice", tmp_path / "ct.dcm", {1: "liver"}, reader=reader)
+    dciodvfy(path)
     assert hd.seg.segread(path).Modality == "SEG"
+
+
+@pytest.mark.skipif(not CT_J2K.is_dir(), reason=f"shared TotalSegmentator DICOM series not found at {CT_J2K}")
+def test_deidentified_series_gets_its_uids_filled_in_and_a_valid_seg(tmp_path, dciodvfy, caplog):
+    """The TotalSegmentator series has empty SOPClassUID, SOPInstanceUID, StudyInstanceUID, SeriesInstanceUID."""
+    label = np.zeros((512, 512, 20), dtype=np.uint8)
+    label[200:300, 150:260, 3:15] = 1
+    with caplog.at_level("WARNING", logger="unet_monai.io.dicom_seg"):
+        path = write_dicom_seg(label, CT_J2K, tmp_path / "box.dcm", {1: "box"})
+    dciodvfy(path)
+    for name in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        assert name in caplog.text  # each repair logged
+    seg = hd.seg.segread(path)
+    metas = [pydicom.dcmread(f, stop_before_pixels=True).file_meta for f in sorted(CT_J2K.iterdir())]
+    referenced = {
+        frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        for frame in seg.PerFrameFunctionalGroupsSequence
+    }
+    assert referenced <= {m.MediaStorageSOPInstanceUID for m in metas}  # the instances' own UIDs, not new ones
+    assert len(referenced) == 12  # slices 3..14 hold the box
+    assert "filled in" in seg.ContentDescription
+    derivation = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].DerivationDescription
+    assert "StudyInstanceUID" in derivation and seg.StudyInstanceUID in derivation
+    # the generated study and series UIDs come from the series' content: the same on every run
+    again = seg_sources(CT_J2K)
+    assert again.datasets[0].StudyInstanceUID == seg.StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == again.datasets[0].SeriesInstanceUID != ""
+    frames = seg.get_pixels_by_source_instance(
+        [str(ds.SOPInstanceUID) for ds in again.datasets[3:15]], segment_numbers=[1]
+    )
+    assert int(frames.sum()) == 100 * 110 * 12
+
+
+def test_source_without_any_sop_class_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    for f in sorted((DATA / "ct-3slice").iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.SOPClassUID = ""
+        ds.file_meta.MediaStorageSOPClassUID = ""
+        ds.save_as(folder / f.name)
+    with pytest.raises(ValueError, match=r"ct/0[123]\.dcm: SOPClassUID must be set"):
+        write_dicom_seg(liver_label(), folder, tmp_path / "out.dcm", {1: "liver"})
+    assert not (tmp_path / "out.dcm").exists()
+
+
+def test_dciodvfy_fixture_reports_errors(tmp_path, dciodvfy):
+    """The validator the SEG tests rely on fails on a SEG with an empty Type 1 attribute."""
+    path = write_dicom_seg(liver_label(), DATA / "ct-3slice", tmp_path / "liver.dcm", {1: "liver"})
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID = ""
+    ds.save_as(tmp_path / "broken.dcm")
+    with pytest.raises(pytest.fail.Exception, match="StudyInstanceUID"):
+        dciodvfy(tmp_path / "broken.dcm")
