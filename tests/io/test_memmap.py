@@ -12,7 +12,8 @@ from monai.data import list_data_collate
 from monai.transforms import EnsureChannelFirstd, LoadImaged, NormalizeIntensity
 
 from unet_monai.inferers import AutocastInferer, OverlapTileInferer
-from unet_monai.io import LoadMemmapNiftid, release_pages, view_collate
+from unet_monai.io import LoadMemmapNiftid, view_collate
+from unet_monai.memory import release_pages
 from unet_monai.networks import PaperUNet
 
 AFFINE = np.array([[0.0, -0.8, 0.0, 12.0], [0.7, 0.0, 0.0, -3.0], [0.0, 0.0, 2.5, 40.0], [0.0, 0.0, 0.0, 1.0]])

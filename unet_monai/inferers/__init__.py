@@ -3,7 +3,8 @@ flips."""
 
 from unet_monai.inferers.autocast import AutocastInferer, fastest_autocast_dtype
 from unet_monai.inferers.flip_ensemble import FlipEnsembleInferer, grid_symmetries
-from unet_monai.inferers.overlap_tile import OverlapTileInferer, mirror_pad
+from unet_monai.inferers.overlap_tile import OverlapTileInferer
+from unet_monai.inferers.tiling import TilePlan, mirror_pad, reflect_index
 
 __all__ = [
     "AutocastInferer",
@@ -12,4 +13,6 @@ __all__ = [
     "grid_symmetries",
     "OverlapTileInferer",
     "mirror_pad",
+    "reflect_index",
+    "TilePlan",
 ]

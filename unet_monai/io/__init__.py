@@ -5,7 +5,7 @@ from unet_monai.io.atomic import atomic_path
 from unet_monai.io.dicom import DicomSeries, DicomSeriesReader, find_dicom_series
 from unet_monai.io.dicom_seg import SaveDicomSegd, write_dicom_seg
 from unet_monai.io.manifest import inference_items, load_manifest, manifest_data_root, manifest_labels
-from unet_monai.io.memmap import LoadMemmapNiftid, MemmapNiftiReader, release_pages, view_collate
+from unet_monai.io.memmap import LoadMemmapNiftid, MemmapNiftiReader, view_collate
 from unet_monai.io.paths import contained_path, safe_filename
 from unet_monai.io.readers import StrictLoadImaged
 from unet_monai.io.tiff import TiffStackReader
@@ -30,5 +30,4 @@ __all__ = [
     "LoadMemmapNiftid",
     "MemmapNiftiReader",
     "view_collate",
-    "release_pages",
 ]

@@ -8,11 +8,8 @@ tensor and can z-score them as it goes: ``normalize=True``).
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
-import sys
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor, NibabelReader, list_data_collate
 from monai.transforms import MapTransform
 
-__all__ = ["MemmapNiftiReader", "LoadMemmapNiftid", "view_collate", "slabs", "release_pages"]
+__all__ = ["MemmapNiftiReader", "LoadMemmapNiftid", "view_collate"]
 
 
 class MemmapNiftiReader(NibabelReader):
@@ -125,75 +122,3 @@ def view_collate(batch: Sequence[Any]) -> Any:
             view.is_batch = True
             collated[key] = view
     return collated
-
-
-def slabs(data: torch.Tensor, slab_voxels: int = 1 << 22) -> Iterator[torch.Tensor]:
-    """Views of ``data`` in slabs of about ``slab_voxels`` voxels along its outermost axis in memory: a whole-volume
-    reduction without a full-size temporary, reading a memory-mapped file in file order. Once the caller moves on
-    to the next slab, the mapped pages of the one before leave the process's memory (:func:`release_pages`), so a
-    pass over a mapped volume keeps one slab resident. A 0-d tensor is one slab."""
-    if data.dim() == 0:
-        yield data.reshape(1)
-        return
-    axis = max(range(data.dim()), key=lambda a: (data.stride(a), data.shape[a]))
-    step = max(1, slab_voxels // max(1, data.numel() // max(1, data.shape[axis])))
-    for start in range(0, data.shape[axis], step):
-        slab = torch.as_tensor(data.narrow(axis, start, min(step, data.shape[axis] - start)))
-        yield slab
-        release_pages(slab)
-
-
-_MADV_DONTNEED = 4  # Linux <sys/mman.h>
-_PAGEMAP_PRESENT, _PAGEMAP_FILE = 1 << 63, 1 << 61  # Documentation/admin-guide/mm/pagemap.rst
-_libc: Any = None
-
-
-def _madvise(address: int, length: int, advice: int) -> bool:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return _libc.madvise(address, length, advice) == 0
-
-
-def release_pages(data: torch.Tensor) -> int:
-    """Take the resident pages of a memory-mapped tensor's voxels out of this process's memory (Linux).
-
-    Once read, the pages of a memory-mapped file stay mapped, so the resident memory (RSS) of a pass over a mapped
-    volume grows to the volume's size. This drops them from the process's page tables (``madvise(MADV_DONTNEED)``):
-    the data stays in the file and the page cache, and a later read maps it again. Only the whole pages inside the
-    bytes of ``data`` that the kernel reports as file pages (``/proc/self/pagemap``) are dropped; private memory
-    (the heap, a copy-on-write page that was written) is never touched, so nothing can be lost, and for an
-    in-RAM tensor this does nothing.
-
-    Args:
-        data: any tensor on the CPU; a view of a mapping releases only the pages that lie wholly inside its span of
-            memory (from its first to its last element).
-
-    Returns:
-        The number of bytes released (0 off Linux, for in-RAM tensors, or for pages not resident).
-    """
-    if sys.platform != "linux" or data.device.type != "cpu" or data.numel() == 0:
-        return 0
-    if any(step < 0 for step in data.stride()):
-        return 0
-    span = (sum((n - 1) * step for n, step in zip(data.shape, data.stride())) + 1) * data.element_size()
-    page = mmap.PAGESIZE
-    first, last = -(-data.data_ptr() // page), (data.data_ptr() + span) // page  # whole pages only
-    if last <= first:
-        return 0
-    try:
-        with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
-            pagemap.seek(first * 8)
-            raw = pagemap.read((last - first) * 8)
-    except OSError:
-        return 0
-    entries = np.frombuffer(raw[: len(raw) // 8 * 8], dtype=np.uint64)
-    releasable = (entries & np.uint64(_PAGEMAP_PRESENT | _PAGEMAP_FILE)) == np.uint64(_PAGEMAP_PRESENT | _PAGEMAP_FILE)
-    # runs of releasable pages: [start, stop) in pages from ``first``
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], releasable.view(np.int8), [0]))))
-    released = 0
-    for start, stop in zip(edges[::2], edges[1::2]):
-        if _madvise((first + int(start)) * page, (int(stop) - int(start)) * page, _MADV_DONTNEED):
-            released += (int(stop) - int(start)) * page
-    return released
