@@ -209,7 +209,7 @@ def check_label(
         allowed = torch.as_tensor([float(v) for v in label_values], dtype=torch.float64)
         unknown = present[~torch.isin(present.to(torch.float64), allowed)]
         if unknown.numel():
-            values = [v.item() for v in unknown[:20]]
+            values = [int(v) if float(v).is_integer() else float(v) for v in unknown[:20].tolist()]
             raise ValueError(
                 f"{what} must hold only the label values {list(label_values)}, got unknown value(s) {values}"
                 f"{' ...' if unknown.numel() > 20 else ''}; name them in the data list's labels or map them "
