@@ -6,9 +6,16 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unet_monai.io import load_manifest, manifest_data_root
+from unet_monai.io.manifest import (
+    check_label_values,
+    manifest_class_names,
+    manifest_ignore_label,
+    manifest_labels,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -153,3 +160,112 @@ def test_isbi2012_shared_data(tmp_path):
         assert Path(item["image"]) == (isbi / "train" / "image" / f"{n}.png").resolve()
         assert Path(item["label"]) == (isbi / "train" / "label" / f"{n}.png").resolve()
         assert Path(item["image"]).is_file() and Path(item["label"]).is_file()
+
+
+# ------------------------------------------------------------------------------------------- labels and ignore value
+LABELS = {"0": "background", "1": "spleen", "2": "liver"}
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        ({}, None),
+        ({"ignore_label": 255}, 255),
+        ({"labels": {**LABELS, "255": "ignore"}}, 255),
+        ({"labels": {**LABELS, "255": "ignore"}, "ignore_label": 255}, 255),
+        ({"ignore_label": -1}, -1),
+        ({"ignore_label": None}, None),
+    ],
+    ids=["none", "top-level-key", "labels-entry", "both-agree", "negative", "null"],
+)
+def test_manifest_ignore_label(tmp_path, cases, extra, expected):
+    manifest = write_manifest(tmp_path / "data" / "m.json", {"labels": LABELS, "training": [pair("a")], **extra})
+    assert manifest_ignore_label(manifest) == expected
+    assert len(load_manifest(manifest)) == 1
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (
+            {"labels": {**LABELS, "254": "ignore"}, "ignore_label": 255},
+            r"'ignore_label' must agree with the 'labels' entry named 'ignore' .* got ignore_label 255 and "
+            r'labels \{"254": "ignore"\}',
+        ),
+        ({"ignore_label": 2}, r"'ignore_label' must not be the value of a named class, got 2, which 'labels' names"),
+        (
+            {"labels": {**LABELS, "254": "ignore", "255": "Ignore"}},
+            r"'labels' must name at most one value 'ignore', got values \[254, 255\]",
+        ),
+        ({"ignore_label": "255"}, r"'ignore_label' must be an integer label value, got '255'"),
+        ({"ignore_label": True}, r"'ignore_label' must be an integer label value, got True"),
+        (
+            {"labels": {"background": 0, "spleen": 1, "ignore": 255}},
+            r"'labels' keys must be integer label values, .*nnU-Net's name -> value form; write value -> name: "
+            r'\{"0": "background"',
+        ),
+    ],
+    ids=["disagree", "ignore-is-a-class", "two-ignore-entries", "string", "bool", "nnunet-form"],
+)
+def test_mixed_ignore_conventions_refused_with_the_file_named(tmp_path, cases, extra, match):
+    manifest = write_manifest(tmp_path / "data" / "m.json", {"labels": LABELS, "training": [pair("a")], **extra})
+    pattern = re.escape(f"manifest {manifest}: ") + match
+    with pytest.raises(ValueError, match=pattern):
+        manifest_ignore_label(manifest)
+    with pytest.raises(ValueError, match=pattern):
+        load_manifest(manifest)
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        ({}, {1: "spleen", 2: "liver"}),
+        ({"labels": {**LABELS, "255": "ignore"}}, {1: "spleen", 2: "liver"}),
+        ({"labels": {"0": "membrane", "255": "cell"}}, {0: "membrane", 255: "cell"}),  # isbi2012: no background
+        ({"labels": {"0": "cell", "1": "membrane"}, "ignore_label": 2}, {0: "cell", 1: "membrane"}),
+    ],
+    ids=["decathlon", "ignore-entry", "no-background", "synthetic-em"],
+)
+def test_manifest_class_names_leave_out_background_and_ignore(tmp_path, extra, expected):
+    manifest = write_manifest(tmp_path / "m.json", {"labels": LABELS, **extra})
+    assert manifest_class_names(manifest) == expected
+
+
+def test_manifest_labels_keep_every_entry(tmp_path):
+    manifest = write_manifest(tmp_path / "m.json", {"labels": {**LABELS, "255": "ignore"}})
+    assert manifest_labels(manifest) == {0: "background", 1: "spleen", 2: "liver", 255: "ignore"}
+
+
+@pytest.mark.parametrize(
+    "values,ignore",
+    [([0, 1, 2], None), (np.array([0.0, 2.0, 255.0]), 255), ([1], None), (np.array([], dtype=np.uint8), None)],
+    ids=["all-classes", "float-with-ignore", "subset", "empty"],
+)
+def test_check_label_values_accepts_named_values(values, ignore):
+    check_label_values(values, {0: "background", 1: "spleen", 2: "liver"}, "seg.nii.gz", ignore_label=ignore)
+
+
+@pytest.mark.parametrize(
+    "values,ignore,message",
+    [
+        ([0, 1, 3, 255], None, "names ([0, 1, 2]), got [3, 255] as well."),
+        (np.array([0, 3, 255], dtype=np.uint8), 255, "names ([0, 1, 2, 255]), got [3] as well."),
+        (np.array([0.0, 0.5, 1.0]), None, "names ([0, 1, 2]), got [0.5] as well."),
+    ],
+    ids=["unknown-and-ignore-not-declared", "unknown-uint8", "non-integer"],
+)
+def test_check_label_values_names_the_file_and_the_unknown_values(values, ignore, message):
+    start = "label /data/seg.nii.gz must hold only the label values the datalist "
+    with pytest.raises(ValueError, match=re.escape(start + message)):
+        check_label_values(values, {0: "background", 1: "spleen", 2: "liver"}, "/data/seg.nii.gz", ignore_label=ignore)
+
+
+@pytest.mark.parametrize(
+    "name", ["msd_spleen_ct_crop", "totalsegmentator_examples", "sct_spinalcord_mr", "isbi2012", "dcmqi_ct_seg"]
+)
+def test_shared_datalists_have_no_ignore_value_and_name_their_classes(name):
+    manifest = Path(__file__).resolve().parents[2] / "data_manifests" / f"{name}.json"
+    assert manifest_ignore_label(manifest) is None
+    classes = manifest_class_names(manifest)
+    assert classes and "background" not in classes.values()
+    assert set(classes) <= set(manifest_labels(manifest))

@@ -6,6 +6,7 @@ Format::
       "name": "isbi2012",
       "data_root": "../../shared/data/isbi2012",   # optional; relative to this file's folder
       "labels": {"0": "cell", "1": "membrane"},
+      "ignore_label": 255,                          # optional: the value of unlabelled voxels
       "training":   [{"image": "train/image/0.png", "label": "train/label/0.png", "case_id": "0"}, ...],
       "validation": [...],
       "test":       [{"image": "test/0.png"}, ...]
@@ -18,6 +19,12 @@ are a path or a list of paths (channels); ``case_id``, when present, is a plain 
 or leading ``.``, since reports and outputs may be named after it), kept as written (MONAI would turn it into a
 path when a file of that name exists in ``data_root``).
 
+Sparse annotation: the label value of unlabelled voxels is the top-level ``"ignore_label": 255`` or, as in
+nnU-Net v2, a ``labels`` entry named ``"ignore"`` (``"labels": {"255": "ignore"}``; here as value -> name like the
+other entries). Both may be given if they agree; a manifest where they disagree, with two ``"ignore"`` entries, or
+whose ignore value is the value of a named class is refused (``manifest_ignore_label``, also run by
+``load_manifest``).
+
 Errors: ``FileNotFoundError`` for a missing manifest or file, ``ValueError`` for everything else in it (not
 JSON, not UTF-8, wrong types, ...), each naming the manifest.
 """
@@ -27,16 +34,28 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from monai.data import load_decathlon_datalist
 
-__all__ = ["load_manifest", "manifest_data_root", "manifest_labels", "inference_items"]
+__all__ = [
+    "check_label_values",
+    "inference_items",
+    "load_manifest",
+    "manifest_class_names",
+    "manifest_data_root",
+    "manifest_ignore_label",
+    "manifest_labels",
+]
 
 _LABELLED_SPLITS = ("training", "validation")
 _PATH_KEYS = ("image", "label")
 _UNSAFE_ID = re.compile(r"[\x00-\x1f\x7f/\\:]|^\.|^$")
+_IGNORE_NAME = "ignore"
+_BACKGROUND_NAME = "background"
 
 
 def manifest_data_root(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> Path:
@@ -112,10 +131,11 @@ def load_manifest(
         FileNotFoundError: the manifest or a file it names is missing (the message names the entry).
         ValueError: the manifest is not a UTF-8 JSON object; the split is absent, empty, has duplicates; an
             entry is not a dict with path(s) under ``image`` (and ``label`` in a labelled split); a ``case_id`` is
-            not a plain name.
+            not a plain name; ``labels`` or the ignore value is malformed (see ``manifest_ignore_label``).
     """
     path = Path(path)
     data = _read_json(path)
+    _ignore_label(path, data)  # refuses bad labels and mixed ignore conventions before anything is read
     entries = data.get(split)
     if not isinstance(entries, list) or not entries:
         lists = [k for k, v in data.items() if isinstance(v, list)]
@@ -146,15 +166,108 @@ def load_manifest(
 
 
 def manifest_labels(path: str | os.PathLike) -> dict[int, str]:
-    """The manifest's ``labels`` as label value -> name (``{"1": "liver"}`` -> ``{1: "liver"}``)."""
-    data = _read_json(Path(path))
+    """The manifest's ``labels`` as label value -> name (``{"1": "liver"}`` -> ``{1: "liver"}``), all of them
+    (background and an ``"ignore"`` entry included)."""
+    return _labels(Path(path), _read_json(Path(path)))
+
+
+def _labels(path: Path, data: dict) -> dict[int, str]:
     labels = data.get("labels", {})
     if not isinstance(labels, dict):
         raise ValueError(f"manifest {path}: 'labels' must map label values to names, got {labels!r}.")
     try:
         return {int(k): str(v) for k, v in labels.items()}
     except ValueError as err:
-        raise ValueError(f"manifest {path}: 'labels' keys must be integer label values, got {list(labels)}.") from err
+        hint = ""
+        if labels and all(isinstance(v, int) and not isinstance(v, bool) for v in labels.values()):
+            example = ", ".join(f'"{v}": "{k}"' for k, v in list(labels.items())[:3])
+            hint = f" (this is nnU-Net's name -> value form; write value -> name: {{{example}}})"
+        raise ValueError(
+            f"manifest {path}: 'labels' keys must be integer label values, got {list(labels)}{hint}."
+        ) from err
+
+
+def _ignore_label(path: Path, data: dict) -> int | None:
+    labels = _labels(path, data)
+    named = [value for value, name in labels.items() if name.strip().lower() == _IGNORE_NAME]
+    if len(named) > 1:
+        raise ValueError(f"manifest {path}: 'labels' must name at most one value 'ignore', got values {named}.")
+    key = data.get("ignore_label")
+    if key is None:
+        return named[0] if named else None
+    if isinstance(key, bool) or not isinstance(key, int):
+        raise ValueError(f"manifest {path}: 'ignore_label' must be an integer label value, got {key!r}.")
+    if named and named[0] != key:
+        raise ValueError(
+            f"manifest {path}: 'ignore_label' must agree with the 'labels' entry named 'ignore' (two ignore "
+            f'conventions with different values), got ignore_label {key} and labels {{"{named[0]}": '
+            f'"{labels[named[0]]}"}}.'
+        )
+    if key in labels and not named:
+        raise ValueError(
+            f"manifest {path}: 'ignore_label' must not be the value of a named class, got {key}, which 'labels' "
+            f"names {labels[key]!r}."
+        )
+    return key
+
+
+def manifest_ignore_label(path: str | os.PathLike) -> int | None:
+    """The label value of unlabelled voxels: the manifest's ``ignore_label``, else the value of its ``labels``
+    entry named ``"ignore"``, else None (every voxel is labelled).
+
+    Raises:
+        FileNotFoundError: the manifest does not exist.
+        ValueError: the two conventions disagree, ``labels`` names ``"ignore"`` twice, ``ignore_label`` is not an
+            integer or is the value of a named class, or ``labels`` is malformed (each message names the file).
+    """
+    path = Path(path)
+    return _ignore_label(path, _read_json(path))
+
+
+def manifest_class_names(path: str | os.PathLike) -> dict[int, str]:
+    """The classes to score: ``labels`` as value -> name without the background (the entry named
+    ``"background"``, whatever its value) and the ignore value, e.g. ``{1: "spleen"}``; for
+    ``unet_monai.metrics.case_scores`` and evaluation reports.
+
+    Raises:
+        FileNotFoundError, ValueError: as ``manifest_ignore_label``.
+    """
+    path = Path(path)
+    data = _read_json(path)
+    ignore = _ignore_label(path, data)
+    return {
+        value: name
+        for value, name in _labels(path, data).items()
+        if value != ignore and name.strip().lower() != _BACKGROUND_NAME
+    }
+
+
+def check_label_values(
+    values: Iterable[float] | np.ndarray,
+    manifest_labels: Mapping[int, str],
+    source: str | os.PathLike,
+    ignore_label: int | None = None,
+) -> None:
+    """Check that every value found in a label map is named in the datalist's ``labels`` (or is the ignore value).
+
+    Args:
+        values: the label map's values (e.g. ``np.unique(label)``; integral floats count as integers).
+        manifest_labels: the datalist's ``labels`` (``manifest_labels(manifest)``).
+        source: the label file, named in the error.
+        ignore_label: the datalist's ignore value (``manifest_ignore_label(manifest)``), or None.
+
+    Raises:
+        ValueError: some values are not named, listing them and the named ones.
+    """
+    known = {int(v) for v in manifest_labels} | ({int(ignore_label)} if ignore_label is not None else set())
+    found = np.unique(np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64))
+    unknown = [v for v in found.tolist() if not (float(v).is_integer() and int(v) in known)]
+    if unknown:
+        shown = [int(v) if float(v).is_integer() else v for v in unknown]
+        named = sorted(known)
+        raise ValueError(
+            f"label {source} must hold only the label values the datalist names ({named}), got {shown} as well."
+        )
 
 
 def inference_items(
