@@ -1,0 +1,221 @@
+"""Sparse annotations from dense labels: which slices are kept, that every other voxel is the ignore value, the dtype,
+the errors; a sparse datalist written to disk (affine and header kept, ignore_label set), on synthetic NIfTI files
+and on the MSD spleen crop's manual label."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from unet_monai.data import slice_positions, sparsify_label, write_sparse_datalist
+from unet_monai.io import load_manifest
+from unet_monai.io.manifest import manifest_ignore_label
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SPLEEN = SHARED_DATA / "msd-spleen-ct-crop"
+IGNORE = 255
+
+
+def box(shape=(20, 16, 12), lo=(4, 2, 3), hi=(15, 10, 10), value=1) -> np.ndarray:
+    label = np.zeros(shape, dtype=np.uint8)
+    label[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1] = value
+    return label
+
+
+@pytest.mark.parametrize(
+    "k,expected",
+    [
+        (1, {0: [10], 1: [6], 2: [7]}),  # the middle slices of the box's extent 4..15, 2..10, 3..10
+        (2, {0: [7, 13], 1: [4, 8], 2: [5, 9]}),
+        (4, {0: [5, 8, 11, 14], 1: [3, 5, 7, 9], 2: [4, 6, 8, 10]}),
+    ],
+    ids=["k1", "k2", "k4"],
+)
+def test_positions_are_evenly_spaced_through_the_foreground_extent(k, expected):
+    assert slice_positions(box(), k) == expected
+
+
+def test_k_larger_than_the_extent_keeps_every_foreground_slice():
+    positions = slice_positions(box(lo=(4, 2, 3), hi=(6, 10, 10)), 5, axes=(0,))
+    assert positions == {0: [4, 5, 6]}
+
+
+def test_no_foreground_spreads_over_the_whole_axis():
+    assert slice_positions(np.zeros((10, 4, 4), dtype=np.uint8), 2, axes=(0,)) == {0: [2, 7]}
+
+
+def test_seeded_positions_are_reproducible_distinct_and_in_the_extent():
+    first = slice_positions(box(), 3, seed=7)
+    assert first == slice_positions(box(), 3, seed=7)
+    assert first != slice_positions(box(), 3, seed=8)
+    for axis, (lo, hi) in enumerate([(4, 15), (2, 10), (3, 10)]):
+        assert len(set(first[axis])) == 3 and all(lo <= p <= hi for p in first[axis])
+
+
+def test_sparse_label_keeps_the_chosen_slices_and_ignores_the_rest():
+    label = box()
+    label[6:9, 3:6, 4:6] = 2
+    sparse = sparsify_label(label, 2)
+    positions = slice_positions(label, 2)
+    kept = np.zeros(label.shape, dtype=bool)
+    kept[positions[0]] = True
+    kept[:, positions[1]] = True
+    kept[:, :, positions[2]] = True
+    assert sparse.dtype == np.uint8 and sparse.shape == label.shape
+    np.testing.assert_array_equal(sparse[kept], label[kept])
+    assert (sparse[~kept] == IGNORE).all()
+
+
+def test_explicit_positions_and_one_axis():
+    label = box()
+    sparse = sparsify_label(label, 1, positions={2: [5]}, ignore_index=-1)
+    np.testing.assert_array_equal(sparse[:, :, 5], label[:, :, 5])
+    assert sparse.dtype == np.int16  # uint8 cannot hold -1
+    assert (np.delete(sparse, 5, axis=2) == -1).all()
+
+
+def test_2d_label_with_one_axis():
+    label = box(shape=(12, 10, 1), lo=(2, 2, 0), hi=(9, 7, 0))[..., 0]
+    sparse = sparsify_label(label, 1, axes=(0,))
+    assert (sparse[6] == label[6]).all() and (np.delete(sparse, 6, axis=0) == IGNORE).all()  # middle of rows 2..9
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"k": 0}, "k must be an integer >= 1 (slices per axis), got 0."),
+        ({"k": 1, "axes": (0, 3)}, "axes must be distinct spatial axes of the 3D label (0..2), got (0, 3)."),
+        ({"k": 1, "axes": (1, 1)}, "axes must be distinct spatial axes of the 3D label (0..2), got (1, 1)."),
+        ({"k": 1, "positions": {0: [20]}}, "positions[0] must be slice indices in 0..19, got [20]."),
+        ({"k": 1, "ignore_index": 1}, "label must not hold the ignore value 1 already"),
+    ],
+    ids=["k0", "axis-out-of-range", "repeated-axis", "position-out-of-range", "ignore-is-a-class"],
+)
+def test_bad_arguments_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        sparsify_label(box(), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- sparse datalists
+def write_dense_datalist(folder: Path, labels: dict | None = None, **extra) -> Path:
+    """Two 3D cases (image and label NIfTI with a non-trivial affine) and a validation case, plus the datalist."""
+    affine = np.array([[0.8, 0, 0, -10.0], [0, -0.8, 0, 20.0], [0, 0, 5.0, 3.0], [0, 0, 0, 1]])
+    entries = []
+    for i in range(3):
+        (folder / "img").mkdir(parents=True, exist_ok=True)
+        (folder / "seg").mkdir(parents=True, exist_ok=True)
+        label = box(lo=(4 + i, 2, 3), hi=(15, 10, 10 - i))
+        label[6:9, 3:6, 4:6] = 2
+        nib.save(
+            nib.Nifti1Image(np.random.default_rng(i).random(label.shape, dtype=np.float32), affine),
+            folder / f"img/{i}.nii.gz",
+        )
+        nib.save(nib.Nifti1Image(label, affine), folder / f"seg/{i}.nii.gz")
+        entries.append({"image": f"img/{i}.nii.gz", "label": f"seg/{i}.nii.gz", "case_id": f"case{i}"})
+    content = {
+        "name": "toy",
+        "modality": {"0": "CT"},
+        "labels": labels or {"0": "background", "1": "spleen", "2": "liver"},
+        "training": entries[:2],
+        "validation": entries[2:],
+        **extra,
+    }
+    path = folder / "dense.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+def test_write_sparse_datalist(tmp_path):
+    dense = write_dense_datalist(tmp_path / "dense")
+    path = write_sparse_datalist(dense, tmp_path / "sparse", k=2, axes=(0, 2))
+    assert path == tmp_path / "sparse" / "datalist.json"
+    data = json.loads(path.read_text())
+    assert data["ignore_label"] == IGNORE and manifest_ignore_label(path) == IGNORE
+    assert data["labels"] == {"0": "background", "1": "spleen", "2": "liver"} and data["modality"] == {"0": "CT"}
+    assert data["name"] == "toy_sparse_k2" and data["sparse"]["k"] == 2 and data["sparse"]["axes"] == [0, 2]
+    training = load_manifest(path)
+    assert [item["case_id"] for item in training] == ["case0", "case1"]
+    for i, item in enumerate(training):
+        assert Path(item["image"]) == (tmp_path / "dense" / f"img/{i}.nii.gz").resolve()
+        assert Path(item["label"]) == tmp_path / "sparse" / "labels" / "training" / f"{i}.nii.gz"
+        original, written = nib.load(tmp_path / "dense" / f"seg/{i}.nii.gz"), nib.load(item["label"])
+        np.testing.assert_array_equal(written.affine, original.affine)
+        assert written.header.get_zooms() == original.header.get_zooms()
+        assert int(written.header["sform_code"]) == int(original.header["sform_code"])
+        assert int(written.header["qform_code"]) == int(original.header["qform_code"])
+        assert written.get_data_dtype() == np.uint8
+        dense_array = np.asanyarray(original.dataobj)
+        positions = {int(a): p for a, p in data["sparse"]["annotated_slices"][f"labels/training/{i}.nii.gz"].items()}
+        assert positions == slice_positions(dense_array, 2, axes=(0, 2))
+        np.testing.assert_array_equal(np.asanyarray(written.dataobj), sparsify_label(dense_array, 2, axes=(0, 2)))
+    (validation,) = load_manifest(path, "validation")
+    assert Path(validation["label"]) == (tmp_path / "dense" / "seg/2.nii.gz").resolve()  # dense, for scoring
+
+
+def test_write_sparse_datalist_takes_the_datalists_own_ignore_value(tmp_path):
+    dense = write_dense_datalist(tmp_path / "dense", labels={"0": "background", "1": "a", "2": "b", "99": "ignore"})
+    path = write_sparse_datalist(dense, tmp_path / "sparse", k=1, seed=3)
+    assert json.loads(path.read_text())["ignore_label"] == 99
+    (item, _) = load_manifest(path)
+    assert set(np.unique(np.asanyarray(nib.load(item["label"]).dataobj))) == {0, 1, 2, 99}
+
+
+@pytest.mark.parametrize(
+    "labels,kwargs,match",
+    [
+        ({"0": "background", "255": "cell"}, {}, "ignore_index must not be a class of the datalist"),
+        ({"0": "background", "1": "a", "2": "b"}, {"ignore_index": 1}, "ignore_index must not be a class"),
+        ({"0": "background", "1": "a", "2": "b", "99": "ignore"}, {"ignore_index": 255}, "own ignore value 99"),
+        ({"0": "background", "1": "a", "2": "b"}, {"splits": ("test",)}, "splits must be lists of the datalist"),
+    ],
+    ids=["default-255-is-a-class", "explicit-is-a-class", "disagrees-with-datalist", "unknown-split"],
+)
+def test_write_sparse_datalist_errors(tmp_path, labels, kwargs, match):
+    dense = write_dense_datalist(tmp_path / "dense", labels=labels)
+    with pytest.raises(ValueError, match=match):
+        write_sparse_datalist(dense, tmp_path / "sparse", k=1, **kwargs)
+
+
+def test_sparsifying_a_sparse_datalist_names_the_entry_and_file(tmp_path):
+    sparse = write_sparse_datalist(write_dense_datalist(tmp_path / "dense"), tmp_path / "sparse", k=1)
+    with pytest.raises(
+        ValueError, match=r"sparse/datalist\.json: training\[0\] label .*0\.nii\.gz: label must not hold"
+    ):
+        write_sparse_datalist(sparse, tmp_path / "again", k=1)
+
+
+def test_non_nifti_label_refused(tmp_path, write_nifti):
+    (tmp_path / "x.png").write_bytes(b"")
+    write_nifti("img.nii.gz")
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"training": [{"image": "img.nii.gz", "label": "x.png"}]}))
+    with pytest.raises(ValueError, match=r"training\[0\] label must be one NIfTI file"):
+        write_sparse_datalist(manifest, tmp_path / "out", k=1)
+
+
+@pytest.mark.skipif(not SPLEEN.is_dir(), reason=f"shared MSD spleen crop not found at {SPLEEN}")
+@pytest.mark.parametrize("k", [1, 4], ids=["k1", "k4"])
+def test_msd_spleen_crop_sparse_label(tmp_path, k):
+    manifest = Path(__file__).resolve().parents[2] / "data_manifests" / "msd_spleen_ct_crop.json"
+    path = write_sparse_datalist(manifest, tmp_path, k=k)
+    (item,) = load_manifest(path)
+    original = nib.load(SPLEEN / "sub-spleen2_ct_seg-manual.nii.gz")
+    written = nib.load(item["label"])
+    np.testing.assert_allclose(written.affine, original.affine, atol=1e-6)
+    dense, sparse = np.asanyarray(original.dataobj), np.asanyarray(written.dataobj)
+    labelled = sparse != IGNORE
+    np.testing.assert_array_equal(sparse[labelled], dense[labelled])
+    # k slices per axis, evenly spaced through the spleen's extent (z 3..22 of 26 slices)
+    z = [s for s in range(dense.shape[2]) if labelled[:, :, s].all()]
+    assert z == [3 + int((i + 0.5) * 20 / k) for i in range(k)]
+    annotated = json.loads(path.read_text())["sparse"]["annotated_slices"]
+    (positions,) = annotated.values()
+    for axis in range(3):  # every kept slice cuts the spleen
+        assert len(positions[str(axis)]) == k
+        assert all((np.take(dense, index, axis=axis) == 1).any() for index in positions[str(axis)])
+    assert 0 < (sparse == 1).sum() < (dense == 1).sum()

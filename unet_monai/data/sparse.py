@@ -1,0 +1,270 @@
+"""Sparse annotation from dense labels: keep a few orthogonal slices, set every other voxel to the ignore value.
+
+Cicek et al. (2016), the 3D U-Net paper, train on volumes in which an annotator labelled only a few orthogonal
+slices; the unlabelled voxels get weight 0 in the loss. This makes such label maps from dense ones, for experiments
+and tests: ``sparsify_label`` for one array, ``write_sparse_datalist`` for a whole datalist (NIfTI label files with
+the original affine and header, and a datalist JSON with ``ignore_label`` set, which ``PixelWeightedCELoss`` and
+``case_scores`` take as ``ignore_index``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from unet_monai.io.atomic import atomic_path
+from unet_monai.io.manifest import load_manifest, manifest_ignore_label, manifest_labels
+
+__all__ = ["slice_positions", "sparsify_label", "write_sparse_datalist"]
+
+DEFAULT_IGNORE = 255
+
+
+def _check_axes(axes: Sequence[int], ndim: int) -> list[int]:
+    checked = [int(a) for a in axes]
+    if not checked or len(set(checked)) != len(checked) or not all(0 <= a < ndim for a in checked):
+        raise ValueError(f"axes must be distinct spatial axes of the {ndim}D label (0..{ndim - 1}), got {tuple(axes)}.")
+    return checked
+
+
+def slice_positions(
+    label: np.ndarray,
+    k: int,
+    axes: Sequence[int] = (0, 1, 2),
+    ignore_index: int = DEFAULT_IGNORE,
+    seed: int | None = None,
+) -> dict[int, list[int]]:
+    """The slices to keep along each axis: ``k`` per axis within the foreground's extent along that axis.
+
+    The foreground is every voxel that is neither 0 nor ``ignore_index``; its extent along an axis is the range
+    ``[lo, hi]`` of slice indices that hold any of it (the whole axis when the label has no foreground).
+
+    - ``seed`` None (default): evenly spaced, the centres of ``k`` equal parts of the extent,
+      ``lo + floor((i + 0.5) * n / k)`` for ``i = 0..k-1`` and ``n = hi - lo + 1`` (``k = 1``: its middle slice).
+    - ``seed`` an integer: ``k`` distinct slices of the extent drawn uniformly at random (reproducible).
+
+    When the extent has fewer than ``k`` slices, all of them are kept.
+
+    Args:
+        label: integer label map ``(H, W[, D])`` (spatial axes only, no channel).
+        k: slices per axis, >= 1.
+        axes: the spatial axes to cut along (``(0, 1, 2)``: three orthogonal sets of slices).
+        ignore_index: the ignore value, not counted as foreground.
+        seed: random positions from this seed, or evenly spaced ones (None).
+
+    Returns:
+        axis -> sorted slice indices (voxels).
+
+    Raises:
+        ValueError: ``k`` < 1 or ``axes`` are not distinct axes of ``label``.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1 (slices per axis), got {k!r}.")
+    label = np.asarray(label)
+    checked = _check_axes(axes, label.ndim)
+    foreground = (label != 0) & (label != ignore_index)
+    rng = np.random.default_rng(seed) if seed is not None else None
+    positions: dict[int, list[int]] = {}
+    for axis in checked:
+        others = tuple(a for a in range(label.ndim) if a != axis)
+        present = np.flatnonzero(foreground.any(axis=others))
+        lo, hi = (int(present[0]), int(present[-1])) if present.size else (0, label.shape[axis] - 1)
+        n = hi - lo + 1
+        if k >= n:
+            chosen = list(range(lo, hi + 1))
+        elif rng is not None:
+            chosen = sorted(int(lo + i) for i in rng.choice(n, size=k, replace=False))
+        else:
+            chosen = [lo + int(np.floor((i + 0.5) * n / k)) for i in range(k)]
+        positions[axis] = chosen
+    return positions
+
+
+def sparsify_label(
+    label: np.ndarray,
+    k: int,
+    axes: Sequence[int] = (0, 1, 2),
+    ignore_index: int = DEFAULT_IGNORE,
+    seed: int | None = None,
+    positions: Mapping[int, Sequence[int]] | None = None,
+) -> np.ndarray:
+    """A sparse annotation of ``label``: the voxels of the kept slices as they are, every other voxel
+    ``ignore_index``.
+
+    A voxel is kept when it lies on a kept slice of any axis (the union of the orthogonal slices). The slices are
+    ``positions`` when given, else :func:`slice_positions` (``k`` per axis, evenly spaced through the
+    foreground's extent, or random with ``seed``).
+
+    Args:
+        label: integer label map ``(H, W[, D])``; it must not already hold ``ignore_index``.
+        k: slices per axis (see :func:`slice_positions`); unused when ``positions`` is given.
+        axes: the spatial axes to cut along.
+        ignore_index: the value of the unlabelled voxels.
+        seed: random slice positions from this seed; None for evenly spaced ones.
+        positions: axis -> slice indices to keep, overriding ``k``, ``axes`` and ``seed``.
+
+    Returns:
+        the sparse label, same shape, in ``label``'s dtype or the smallest one that also holds ``ignore_index``
+        (uint8 stays uint8 for 255; int8 becomes int16).
+
+    Raises:
+        ValueError: ``label`` already holds ``ignore_index``; a position is outside its axis; bad ``k`` or axes.
+    """
+    label = np.asarray(label)
+    if np.any(label == ignore_index):
+        raise ValueError(
+            f"label must not hold the ignore value {ignore_index} already (a class with that value, or an "
+            f"already sparse label), got {int(np.count_nonzero(label == ignore_index))} such voxels."
+        )
+    if positions is None:
+        positions = slice_positions(label, k, axes, ignore_index, seed)
+    _check_axes(list(positions), label.ndim)
+    keep = np.zeros(label.shape, dtype=bool)
+    for axis, indices in positions.items():
+        indices = [int(i) for i in indices]
+        if not all(0 <= i < label.shape[int(axis)] for i in indices):
+            raise ValueError(
+                f"positions[{axis}] must be slice indices in 0..{label.shape[int(axis)] - 1}, got {indices}."
+            )
+        index: list[slice | list[int]] = [slice(None)] * label.ndim
+        index[int(axis)] = indices
+        keep[tuple(index)] = True
+    dtype = label.dtype if label.dtype.kind == "f" else np.promote_types(label.dtype, np.min_scalar_type(ignore_index))
+    return np.where(keep, label.astype(dtype, copy=False), np.asarray(ignore_index, dtype=dtype))
+
+
+def write_sparse_datalist(
+    manifest_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    k: int,
+    axes: Sequence[int] = (0, 1, 2),
+    ignore_index: int | None = None,
+    seed: int | None = None,
+    splits: Sequence[str] = ("training",),
+    data_root: str | os.PathLike | None = None,
+    name: str = "datalist.json",
+) -> Path:
+    """Sparsify every label of a datalist's ``splits`` and write a datalist that points at the sparse labels.
+
+    Each label file (NIfTI) of those splits becomes ``out_dir/labels/<split>/<file name>`` (``sparsify_label``
+    with ``k``, ``axes``, ``seed``), written with the original affine and header. The new datalist
+    ``out_dir/<name>`` keeps the source's ``labels``, ``modality`` and other top-level entries, sets
+    ``ignore_label``, lists the images by absolute path and the sparse labels relative to ``out_dir``, copies the
+    other splits (e.g. ``validation`` with its dense labels, for scoring) with absolute paths, and records under
+    ``"sparse"`` the source datalist, ``k``, the axes, the seed and the kept slices of each label
+    (``annotated_slices``: label path -> axis -> slice indices).
+
+    Args:
+        manifest_path: the dense datalist.
+        out_dir: where the labels and the datalist go (created).
+        k, axes, seed: see :func:`sparsify_label`.
+        ignore_index: the ignore value; None: the datalist's own (``manifest_ignore_label``), else 255.
+        splits: the labelled splits to sparsify.
+        data_root: where the source datalist's paths start, overriding its ``data_root``.
+        name: the file name of the new datalist.
+
+    Returns:
+        the path of the new datalist.
+
+    Raises:
+        FileNotFoundError: the datalist or a file it names is missing.
+        ValueError: the ignore value differs from the datalist's own or is one of its named classes; a label is not
+            a single NIfTI file; as ``load_manifest`` and ``sparsify_label``.
+    """
+    manifest_path = Path(manifest_path)
+    own = manifest_ignore_label(manifest_path)
+    if ignore_index is not None and own is not None and ignore_index != own:
+        raise ValueError(
+            f"ignore_index must be the datalist {manifest_path}'s own ignore value {own}, got {ignore_index}."
+        )
+    ignore = ignore_index if ignore_index is not None else own if own is not None else DEFAULT_IGNORE
+    labels = manifest_labels(manifest_path)
+    if ignore in labels and own is None:
+        raise ValueError(
+            f"ignore_index must not be a class of the datalist {manifest_path} ({ignore} is {labels[ignore]!r}), "
+            f"got {ignore}; choose another value."
+        )
+    source = json.loads(manifest_path.read_text(encoding="utf-8"))
+    out_dir = Path(out_dir)
+    out: dict = {key: value for key, value in source.items() if not isinstance(value, list) and key != "data_root"}
+    out["name"] = f"{source.get('name', manifest_path.stem)}_sparse_k{k}"
+    out["ignore_label"] = ignore
+    lists = [key for key, value in source.items() if isinstance(value, list)]
+    if not splits or not set(splits) <= set(lists):
+        raise ValueError(f"splits must be lists of the datalist {manifest_path} ({lists}), got {list(splits)}.")
+    annotated: dict[str, dict[str, list[int]]] = {}
+    for split in lists:
+        items = load_manifest(manifest_path, split, data_root=data_root)
+        if split in splits:
+            items = [
+                _sparsify_item(
+                    item,
+                    f"{manifest_path}: {split}[{i}]",
+                    Path("labels") / split,
+                    out_dir,
+                    k,
+                    axes,
+                    ignore,
+                    seed,
+                    annotated,
+                )
+                for i, item in enumerate(items)
+            ]
+        out[split] = items
+    out["sparse"] = {
+        "source": str(manifest_path.resolve()),
+        "k": k,
+        "axes": [int(a) for a in axes],
+        "seed": seed,
+        "annotated_slices": annotated,
+    }
+    path = out_dir / name
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _sparsify_item(
+    item: dict,
+    entry: str,
+    folder: Path,
+    out_dir: Path,
+    k: int,
+    axes: Sequence[int],
+    ignore: int,
+    seed: int | None,
+    annotated: dict[str, dict[str, list[int]]],
+) -> dict:
+    """One datalist entry (named ``entry`` in errors) with its label replaced by a sparse copy under
+    ``out_dir/folder``; the new label path is relative to ``out_dir``, the datalist's folder."""
+    source = item["label"]
+    if not isinstance(source, str) or not source.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"{entry} label must be one NIfTI file (.nii, .nii.gz), got {source!r}.")
+    image = nib.load(source)
+    if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
+        raise ValueError(f"{entry} label must be one NIfTI file (.nii, .nii.gz), got {source!r}.")
+    dense = np.asanyarray(image.dataobj)
+    try:
+        positions = slice_positions(dense, k, axes, ignore, seed)
+        sparse = sparsify_label(dense, k, ignore_index=ignore, positions=positions)
+    except ValueError as err:
+        raise ValueError(f"{entry} label {source}: {err}") from err
+    relative = folder / Path(source).name
+    if relative.as_posix() in annotated:  # two labels of one split with the same file name
+        relative = folder / f"{len(annotated)}_{Path(source).name}"
+    header = image.header.copy()
+    header.set_data_dtype(sparse.dtype)
+    header.set_slope_inter(None, None)  # values as they are (a scaled label was read as its scaled values)
+    out = type(image)(sparse, image.affine, header)
+    out.set_qform(image.get_qform(), int(image.header["qform_code"]))
+    out.set_sform(image.get_sform(), int(image.header["sform_code"]))
+    suffix = ".tmp.nii.gz" if relative.name.endswith(".gz") else ".tmp.nii"
+    with atomic_path(out_dir / relative, suffix=suffix) as tmp:
+        nib.save(out, str(tmp))
+    annotated[relative.as_posix()] = {str(axis): indices for axis, indices in positions.items()}
+    return {**item, "label": relative.as_posix()}
