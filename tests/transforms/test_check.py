@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from unet_monai.transforms import CheckImaged, CheckPaird, check_label, grid_distance_mm
+from unet_monai.transforms import CheckImaged, CheckPaird, check_label, grid_distance_mm, label_value_counts
 
 AFFINE = np.array([[0.8, 0, 0, -100.0], [0, 0.8, 0, -80.0], [0, 0, 5.0, 20.0], [0, 0, 0, 1]])
 
@@ -121,3 +121,27 @@ def test_missing_image_key_is_an_error_and_no_image_key_skips_the_grid(pair):
     check_label(pair["label"], None)  # no image: only the label's own checks
     with pytest.raises(ValueError, match="tolerance_mm must be >= 0"):
         CheckPaird("label", tolerance_mm=-1)
+
+
+def test_label_value_counts_counts_integer_and_float_labels_alike():
+    label = np.array([[0, 0, 3], [255, 3, 3]], np.uint8)
+    assert label_value_counts(label) == {0: 2, 3: 3, 255: 1}
+    assert label_value_counts(label.astype(np.float32)) == {0: 2, 3: 3, 255: 1}
+    assert label_value_counts(np.array([-1.0, 0.5, 0.5])) == {-1: 1, 0.5: 2}  # the general path
+
+
+SHARED_TS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "totalsegmentator-examples"
+
+
+@pytest.mark.skipif(not SHARED_TS.is_dir(), reason=f"shared TotalSegmentator examples not found at {SHARED_TS}")
+def test_shared_totalsegmentator_pairs():
+    """The small CT and its 41-class label share a grid; the long CT (112 slices) and that label do not."""
+    good = load(image=str(SHARED_TS / "example_ct_sm.nii.gz"), label=str(SHARED_TS / "example_seg.nii.gz"))
+    values = sorted(label_value_counts(good["label"]))
+    assert len(values) == 42 and values[0] == 0
+    CheckPaird("label", label_values=values)(good)
+    with pytest.raises(ValueError, match=r"must hold only the label values .*got unknown value\(s\) \[117\]"):
+        CheckPaird("label", label_values=[v for v in values if v != 117])(good)
+    bad = load(image=str(SHARED_TS / "example_ct.nii.gz"), label=str(SHARED_TS / "example_seg.nii.gz"))
+    with pytest.raises(ValueError, match=r"example_seg\.nii\.gz and image .*example_ct\.nii\.gz must have one spatial"):
+        CheckPaird("label")(bad)

@@ -4,11 +4,13 @@ pos_fraction, every class is drawn, ignored voxels are never centres, the label 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from monai.data import CacheDataset, DataLoader
-from monai.transforms import Compose
+from monai.transforms import BorderPadd, Compose, EnsureChannelFirstd, Lambdad, LoadImaged
 
 from unet_monai.transforms import (
     ForegroundLocationsd,
@@ -235,3 +237,43 @@ def test_sampler_arguments_are_checked():
     with pytest.raises(ValueError, match="locations must be given"):
         RandElasticGrid(spatial_size=(4, 4), center_sampler=ForegroundSampler(0.5)).randomize(spatial_shape=(8, 8))
     assert isinstance(voxel_locations(torch.zeros(1, 3, 3)), VoxelLocations)
+
+
+SHARED_TS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "totalsegmentator-examples"
+
+
+@pytest.mark.skipif(not SHARED_TS.is_dir(), reason=f"shared TotalSegmentator examples not found at {SHARED_TS}")
+def test_shared_ct_spleen_is_sampled_at_pos_fraction():
+    """The spleen fills 0.7 % of the long TotalSegmentator CT (122 x 101 x 112 voxels of 3 mm); padded by the
+    context as the bundle does, a third of the label crops must hold spleen, against a few percent uniformly."""
+    patch, crop = (36, 36, 36), (12, 12, 12)
+    context = [(p - c) // 2 for p, c in zip(patch, crop)]
+    load = Compose(
+        [
+            LoadImaged(["image", "label"], image_only=True),
+            EnsureChannelFirstd(["image", "label"]),
+            Lambdad("label", lambda x: (x == 1).to(torch.uint8)),  # class 1 = spleen
+            BorderPadd(["image", "label"], spatial_border=context, mode="reflect"),
+        ]
+    )
+    data = load(
+        {"image": str(SHARED_TS / "example_ct.nii.gz"), "label": str(SHARED_TS / "example_seg_fast_force_split.nii.gz")}
+    )
+    located = ForegroundLocationsd("label")(data)
+
+    def fraction(pos_fraction: float, seed: int) -> float:
+        transform = RandElasticGridd(
+            ["image", "label"],
+            prob=0.0,
+            spatial_size=patch,
+            mode=["bilinear", "nearest"],
+            crop_keys="label",
+            crop_size=crop,
+            label_key="label",
+            pos_fraction=pos_fraction,
+        ).set_random_state(seed)
+        return float(np.mean([bool(transform(located)["label"].any()) for _ in range(400)]))
+
+    uniform, sampled = fraction(0.0, 0), fraction(0.33, 1)
+    assert uniform < 0.1
+    assert abs(sampled - (0.33 + 0.67 * uniform)) < 0.07

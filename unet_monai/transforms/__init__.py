@@ -1,23 +1,26 @@
 """Transforms the paper needs and MONAI lacks: elastic deformation on a coarse grid, the border weight map,
-watershed lines that separate the cells of a membrane map (evaluation post-processing); and
-:class:`CheckImaged`, checks of loaded data (NaN, dimensionality, channels, image and label on one grid) whose
-errors name the file.
+watershed lines that separate the cells of a membrane map (evaluation post-processing); for clinical CT and MR,
+normalisation by modality per channel (:class:`NormalizeByModalityd`, with :func:`foreground_intensity_stats` for
+the data-set statistics) and foreground-aware patch centres (:class:`ForegroundLocationsd` +
+``RandElasticGridd(label_key=..., pos_fraction=...)``); and checks of loaded data whose errors name the file:
+:class:`CheckImaged` (NaN, dimensionality, channels, one grid) and :class:`CheckPaird` (a label of 1 channel on its
+image's grid within 1e-4 mm, with allowed values only).
 
 For the rest, use MONAI's own transforms, which already do exactly the job:
 
 - z-score normalisation, over the image or its nonzero voxels, per channel: ``NormalizeIntensityd(keys,
   nonzero=..., channel_wise=True)``;
-- percentile clipping and scaling: ``ScaleIntensityRangePercentilesd(keys, lower, upper, b_min, b_max,
-  clip=True)``;
+- percentile clipping and scaling of each image: ``ScaleIntensityRangePercentilesd(keys, lower, upper, b_min,
+  b_max, clip=True)``;
 - CT windowing by HU range: ``ScaleIntensityRanged(keys, a_min=level - width / 2, a_max=level + width / 2,
-  b_min=0.0, b_max=1.0, clip=True)``;
+  b_min=0.0, b_max=1.0, clip=True)`` (the ``"window"`` scheme of :class:`NormalizeByModalityd`);
 - random flips along chosen axes: ``RandFlipd(keys, prob, spatial_axis)``; random 90-degree rotations in
   plane: ``RandRotate90d(keys, prob, max_k, spatial_axes)``;
 - the valid-padding crop of labels and weight maps to the network's output: ``CenterSpatialCropd(keys,
   roi_size=network.output_shape(patch_size))``, or ``crop_keys`` of :class:`RandElasticGridd`.
 """
 
-from unet_monai.transforms.check import CheckImage, check_label, check_same_grid, grid_distance_mm
+from unet_monai.transforms.check import CheckImage, check_label, check_same_grid, grid_distance_mm, label_value_counts
 from unet_monai.transforms.dictionary import (
     BorderWeightMapd,
     CheckImaged,
@@ -45,6 +48,7 @@ __all__ = [
     "check_same_grid",
     "check_label",
     "grid_distance_mm",
+    "label_value_counts",
     "CheckPaird",
     "NormalizeByModality",
     "NormalizeByModalityd",

@@ -17,7 +17,14 @@ from monai.transforms import Transform
 
 from unet_monai.memory import slabs
 
-__all__ = ["CheckImage", "check_same_grid", "check_label", "grid_distance_mm", "GRAYSCALE_PIL_MODES"]
+__all__ = [
+    "CheckImage",
+    "check_same_grid",
+    "check_label",
+    "grid_distance_mm",
+    "label_value_counts",
+    "GRAYSCALE_PIL_MODES",
+]
 
 GRAYSCALE_PIL_MODES = ("1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
@@ -204,14 +211,36 @@ def check_label(
                     f"{_matrix(affine_i).round(6).tolist()}; resample the label onto the image."
                 )
     if label_values is not None:
-        data = label if isinstance(label, torch.Tensor) else torch.as_tensor(np.asarray(label))
-        present = torch.unique(data.as_subclass(torch.Tensor) if isinstance(data, torch.Tensor) else data)
-        allowed = torch.as_tensor([float(v) for v in label_values], dtype=torch.float64)
-        unknown = present[~torch.isin(present.to(torch.float64), allowed)]
-        if unknown.numel():
-            values = [int(v) if float(v).is_integer() else float(v) for v in unknown[:20].tolist()]
+        counts = label_value_counts(label)
+        allowed = {float(v) for v in label_values}
+        unknown = [v for v in counts if float(v) not in allowed]
+        if unknown:
             raise ValueError(
-                f"{what} must hold only the label values {list(label_values)}, got unknown value(s) {values}"
-                f"{' ...' if unknown.numel() > 20 else ''}; name them in the data list's labels or map them "
+                f"{what} must hold only the label values {list(label_values)}, got unknown value(s) {unknown[:20]}"
+                f"{' ...' if len(unknown) > 20 else ''}; name them in the data list's labels or map them "
                 "(MapLabelValued)."
             )
+
+
+def label_value_counts(label: NdarrayOrTensor) -> dict[int | float, int]:
+    """Voxel count of each value in ``label`` (any shape), sorted by value; integral values as ``int``.
+
+    Integer-valued labels in ``[0, 65535]`` (also as float, as ``LoadImage`` returns them) are counted with one
+    ``bincount`` (0.1 s for 512 x 512 x 100 voxels; ``torch.unique`` takes 1 s), others with ``torch.unique``.
+    """
+    data = label.as_subclass(torch.Tensor) if isinstance(label, torch.Tensor) else torch.as_tensor(np.asarray(label))
+    data = data.detach().cpu().reshape(-1)
+    if data.numel() == 0:
+        return {}
+    if data.dtype != torch.bool:
+        low, high = (float(v) for v in torch.aminmax(data))
+    else:
+        low, high = 0.0, 1.0
+    if math.isfinite(low) and math.isfinite(high) and low >= 0 and high < 65536:
+        as_int = data.to(torch.int32)
+        if not data.is_floating_point() or torch.equal(as_int.to(data.dtype), data):
+            counts = torch.bincount(as_int)
+            present = torch.nonzero(counts).flatten()
+            return {int(v): int(counts[v]) for v in present.tolist()}
+    values, counts = torch.unique(data, return_counts=True)
+    return {(int(v) if float(v).is_integer() else float(v)): int(c) for v, c in zip(values.tolist(), counts.tolist())}

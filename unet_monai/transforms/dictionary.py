@@ -156,7 +156,8 @@ class CheckImaged(MapTransform):
 
     Args:
         keys: keys to check (``["image", "label"]``).
-        channels: expected channels, one value or one per key.
+        channels: expected channels, one value or one per key: ``[@in_channels, 1]`` for ``["image", "label"]``
+            with co-registered sequences as channels. A case with another count is refused, naming its file.
         same_grid: require one spatial shape and affine over all keys.
         affine_tolerance: allowed affine difference, in voxels of the first key.
         allow_missing_keys: skip keys that are absent.

@@ -11,7 +11,8 @@ The schemes follow nnU-Net v2 (``preprocessing/normalization/default_normalizati
 - ``"mr_nonzero"``: per-case z-score over the non-zero voxels, zeros stay zero (MONAI's
   ``NormalizeIntensity(nonzero=True)``);
 - ``"mr_mask"``: per-case z-score with the mean and std of the voxels under a mask (a foreground or body mask
-  given to the dictionary transform as ``mask_key``), applied to every voxel;
+  given to the dictionary transform as ``mask_key``), applied to every voxel (nnU-Net's ``use_mask_for_norm``
+  instead sets the voxels outside to 0; add ``MaskIntensityd`` after it for that);
 - ``"none"``: the channel passes unchanged (as float32).
 
 Each scheme is a JSON object (a ``dict``), so a bundle config or a planner's overlay can write it.

@@ -70,19 +70,19 @@ def voxel_locations(
             raise ValueError("label must hold integer class values, got non-integer values.")
     rs = np.random.RandomState(seed)
     classes: dict[int, np.ndarray] = {}
-    order = np.argsort(flat, kind="stable")  # one (radix) sort, then each class is a contiguous run
-    ordered = flat[order]
-    starts = np.concatenate([[0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]) if flat.size else np.zeros(0, int)
-    values = ordered[starts]
-    bounds = starts.tolist() + [flat.size]
-    for value, lo, hi in zip(values.tolist(), bounds[:-1], bounds[1:]):
-        value = int(value)
-        if value == ignore_index or (value == 0 and ignore_index is None) or value < 0:
-            continue
-        indices = order[lo:hi]
+    # only the voxels that can be centres are sorted (foreground; background too with an ignore value), with a
+    # stable sort, so each class is then a contiguous run in ascending flat order
+    keep = np.flatnonzero(flat > 0) if ignore_index is None else np.flatnonzero((flat >= 0) & (flat != ignore_index))
+    values = flat[keep]
+    order = np.argsort(values, kind="stable")
+    keep, values = keep[order], values[order]
+    starts = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1]) if keep.size else np.zeros(0, int)
+    bounds = starts.tolist() + [keep.size]
+    for value, lo, hi in zip(values[starts].tolist(), bounds[:-1], bounds[1:]):
+        indices = keep[lo:hi].astype(np.int64)
         if max_per_class is not None and indices.size > max_per_class:
-            indices = indices[rs.choice(indices.size, max_per_class, replace=False)]
-        classes[value] = np.sort(indices).astype(np.int64)
+            indices = np.sort(indices[rs.choice(indices.size, max_per_class, replace=False)])
+        classes[int(value)] = indices
     return VoxelLocations(tuple(int(s) for s in data.shape), classes, ignore_index)
 
 
