@@ -3,9 +3,13 @@ of every score (Dice, IoU, pixel error, HD95)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
 
+from unet_monai.io.manifest import manifest_class_names
 from unet_monai.metrics import case_scores
 
 IGNORE = 255
@@ -112,3 +116,24 @@ def test_ignore_index_absent_from_label_changes_nothing() -> None:
     assert case_scores(pred, label, classes, ignore_index=IGNORE, **kwargs) == case_scores(
         pred, label, classes, **kwargs
     )
+
+
+REPO = Path(__file__).resolve().parents[2]
+TOTALSEG = REPO.parent / "shared" / "data" / "totalsegmentator-examples"
+
+
+@pytest.mark.skipif(not TOTALSEG.is_dir(), reason=f"shared TotalSegmentator examples not found at {TOTALSEG}")
+def test_real_multi_class_label_scored_per_class_with_the_datalists_names() -> None:
+    classes = manifest_class_names(REPO / "data_manifests" / "totalsegmentator_examples.json")
+    assert classes == {1: "spleen", 2: "kidney_right", 3: "kidney_left", 4: "gallbladder", 5: "liver"}
+    image = nib.load(TOTALSEG / "example_seg.nii.gz")  # 3 mm isotropic
+    label = np.asanyarray(image.dataobj)
+    shifted = np.zeros_like(label)
+    shifted[..., 1:] = label[..., :-1]  # one slice (3 mm) off
+    spacing = [float(z) for z in image.header.get_zooms()]
+    scores = case_scores(shifted, label, classes, spacing=spacing, hd95=True)
+    for name in classes.values():
+        assert 0.5 < scores[f"dice_{name}"] < 1.0
+        assert scores[f"hd95_{name}"] == pytest.approx(3.0)
+    perfect = case_scores(label, label, classes)
+    assert all(perfect[f"dice_{name}"] == 1.0 for name in classes.values())
