@@ -157,7 +157,7 @@ def test_same_seed_same_patches_and_different_seeds_differ(case):
 def test_deformed_patches_centred_on_foreground_hold_foreground(case):
     data = volume(CASES[case][0])
     transform = sampler_transform(case, 10, prob=1.0, sigma=1.0, pos_fraction=1.0)
-    outs = draw(transform, data, 20)
+    outs = draw(transform, data, 8)
     assert fg_fraction(outs) == 1.0
     assert all(o["image"].shape[1:] == CASES[case][1] for o in outs)
 
@@ -277,3 +277,22 @@ def test_shared_ct_spleen_is_sampled_at_pos_fraction():
     uniform, sampled = fraction(0.0, 0), fraction(0.33, 1)
     assert uniform < 0.1
     assert abs(sampled - (0.33 + 0.67 * uniform)) < 0.07
+
+
+def test_when_redraws_fail_the_patch_is_centred_on_a_labelled_voxel():
+    spatial, patch, crop = CASES["2d"]
+    data = volume(spatial)
+    data["label"][:] = 255
+    data["label"][0, 20, 70] = 0  # one labelled (background) voxel
+    transform = sampler_transform("2d", 13, pos_fraction=0.0, ignore_index=255, max_attempts=1)
+    for out in draw(transform, data, 30):
+        assert int((out["label"] == 0).sum()) == 1
+
+
+def test_a_label_without_labelled_voxels_warns_and_samples_uniformly():
+    data = volume(CASES["2d"][0])
+    data["label"][:] = 255
+    transform = sampler_transform("2d", 14, pos_fraction=0.5, ignore_index=255)
+    with pytest.warns(RuntimeWarning, match="holds no labelled voxel"):
+        outs = draw(transform, data, 5)
+    assert all(tuple(o["label"].shape[1:]) == CASES["2d"][2] for o in outs)

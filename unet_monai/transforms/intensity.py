@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
+from monai.data import get_track_meta
 from monai.transforms import LoadImage, NormalizeIntensity, ScaleIntensityRange, Transform
 from monai.utils import convert_to_tensor
 
@@ -119,7 +120,7 @@ class NormalizeByModality(Transform):
                 f"{name} {_source(img)} must have {len(self.schemes)} channel(s), one per normalisation scheme "
                 f"({[s['scheme'] for s in self.schemes]}), got {shape[0] if shape else 0} in shape {shape}."
             )
-        out = convert_to_tensor(img, track_meta=True)
+        out = convert_to_tensor(img, track_meta=get_track_meta())
         out = out.to(torch.float32, copy=True)  # never normalise the caller's tensor in place
         mask_t = None
         if mask is not None:
