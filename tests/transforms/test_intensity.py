@@ -209,3 +209,21 @@ def test_stats_errors(make, match):
     images, labels = cases()
     with pytest.raises(ValueError, match=match):
         foreground_intensity_stats(*make(images, labels))
+
+
+def test_stats_read_one_file_per_channel(tmp_path):
+    images, labels = cases(n=2, channels=2)
+    image_files, label_files = [], []
+    for i, (image, label) in enumerate(zip(images, labels)):
+        channels = []
+        for c in range(2):
+            channels.append(str(tmp_path / f"case{i}_{c:04d}.nii.gz"))
+            nib.save(nib.Nifti1Image(image[c], np.eye(4)), channels[-1])
+        image_files.append(channels)
+        label_files.append(str(tmp_path / f"case{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(label[0], np.eye(4)), label_files[-1])
+    from_files = foreground_intensity_stats(image_files, label_files, num_samples=30)
+    from_arrays = foreground_intensity_stats(images, labels, num_samples=30)
+    assert len(from_files) == 2
+    for c in range(2):
+        assert from_files[c] == pytest.approx(from_arrays[c])

@@ -174,10 +174,12 @@ class NormalizeByModality(Transform):
 
 def _as_array(item: Any, what: str, loader: LoadImage | None) -> tuple[np.ndarray, str]:
     """A case's image or label as a numpy array, loading a path with MONAI's ``LoadImage``."""
-    if isinstance(item, (str, Path)):
+    paths = isinstance(item, (list, tuple)) and bool(item) and all(isinstance(p, (str, Path)) for p in item)
+    if isinstance(item, (str, Path)) or paths:
         if loader is None:
             raise RuntimeError("loader must be given for paths.")
-        return np.asarray(loader(str(item))), str(item)
+        name = str(item) if not paths else ", ".join(str(p) for p in item)
+        return np.asarray(loader([str(p) for p in item] if paths else str(item))), name
     data = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
     return data, _source(item) if _source(item) != "(no file name)" else what
 
@@ -197,8 +199,9 @@ def foreground_intensity_stats(
     percentiles, mean and std are then those of all kept samples. A case without foreground adds nothing.
 
     Args:
-        images: per case a channel-first image ``(C, *spatial)`` (array, tensor or MetaTensor) or a path that
-            MONAI's ``LoadImage`` reads (channel first). Every case must have the same ``C``.
+        images: per case a channel-first image ``(C, *spatial)`` (array, tensor or MetaTensor), a path that
+            MONAI's ``LoadImage`` reads (channel first), or a list of paths, one per channel (co-registered
+            sequences, stacked by ``LoadImage``). Every case must have the same ``C``.
         labels: per case the label ``(1, *spatial)`` or ``(*spatial)``, or its path; same spatial shape.
         num_samples: foreground voxels kept per case and channel (nnU-Net: 10000).
         seed: seed of each case's sampler (nnU-Net: 1234).
