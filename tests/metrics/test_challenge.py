@@ -12,7 +12,7 @@ import torch
 from ignite.engine import Engine
 from monai.data import MetaTensor
 
-from unet_monai.engines import CaseMetricsReport
+from unet_monai.handlers import CaseMetricsReport
 from unet_monai.metrics import CHALLENGE_THRESHOLDS, challenge_scores, foreground_restricted_scores, threshold_sweep
 from unet_monai.metrics.rand_info import cells_from_boundaries, thin_boundaries
 

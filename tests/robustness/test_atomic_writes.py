@@ -42,7 +42,7 @@ import torch
 from ignite.engine import Engine
 from monai.data import MetaTensor
 from monai.transforms import SaveImage
-from unet_monai.engines import EpochCheckpointSaver
+from unet_monai.handlers import EpochCheckpointSaver
 from unet_monai.io import AtomicNibabelWriter
 
 out = Path(sys.argv[1])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from unet_monai.engines.engine_output import decollated_items, scalar_metrics
+from unet_monai.handlers.engine_output import decollated_items, scalar_metrics
 from unet_monai.io.atomic import atomic_path
 
 __all__ = ["TrainingReport", "label_map", "middle_slice"]

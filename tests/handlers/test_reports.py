@@ -13,7 +13,7 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from PIL import Image
 
-from unet_monai.engines import CaseMetricsReport, TrainingReport, case_name
+from unet_monai.handlers import CaseMetricsReport, TrainingReport, case_name
 
 
 def square_case(shift: int, size: int = 32) -> tuple[MetaTensor, MetaTensor]:

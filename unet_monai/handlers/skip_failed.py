@@ -1,11 +1,11 @@
 """Skip-and-report for batch inference and evaluation: one bad case is logged and listed, the others finish.
 
 MONAI's evaluators stop at the first exception, whether it comes from loading a case (a corrupt file, a
-NaN-filled volume) or from running it. Here a dataset wrapper turns a loading error into a marker item, an
-``iteration_update`` skips marked batches and catches errors of inference and of the postprocessing (the
-writers), and ``CaseFailureReport`` logs each failure with the case and its cause, keeps
-``failures.csv`` up to date, and at the end says how many cases failed (and, by default, exits non-zero so
-that a pipeline notices). Use batch size 1: a batch that fails is skipped whole.
+NaN-filled volume) or from running it. Here a dataset wrapper (:class:`~unet_monai.data.FailureTolerantDataset`)
+turns a loading error into a marker item, an ``iteration_update`` skips marked batches and catches errors of
+inference and of the postprocessing (the writers), and ``CaseFailureReport`` logs each failure with the case and
+its cause, keeps ``failures.csv`` up to date, and at the end says how many cases failed (and, by default, exits
+non-zero so that a pipeline notices). Use batch size 1: a batch that fails is skipped whole.
 """
 
 from __future__ import annotations
@@ -13,40 +13,18 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ignite.engine import Engine, Events
-from torch.utils.data import Dataset
 
+from unet_monai.data.failure_tolerant import ERROR_KEY, FAILED_KEY, reported_cause
 from unet_monai.io.atomic import atomic_path
 
-__all__ = ["CaseFailureReport", "FailureTolerantDataset", "SkipFailedIteration", "reported_cause"]
+__all__ = ["CaseFailureReport", "SkipFailedIteration"]
 
 logger = logging.getLogger(__name__)
-
-FAILED_KEY = "failed_case"
-ERROR_KEY = "failure"
-
-
-def reported_cause(error: BaseException) -> str:
-    """``"Type: message"`` of the first error in the cause chain that is not MONAI's "applying transform ..."
-    wrapper: our readers' and checks' errors, which name the file, rather than what they wrap."""
-    chain = [error]
-    while chain[-1].__cause__ is not None:
-        chain.append(chain[-1].__cause__)
-    reported = next((e for e in chain if not str(e).startswith("applying transform")), chain[-1])
-    return f"{type(reported).__name__}: {reported}"
-
-
-def _case_label(item: Any) -> str:
-    if isinstance(item, Mapping):
-        for key in ("case_id", "image"):
-            if item.get(key):
-                return str(item[key])
-    return str(item)
-
 
 def _batch_labels(batch: Any) -> list[str]:
     """Case names of a collated batch (lists of ``case_id`` or image file names), for the failure report."""
@@ -95,30 +73,6 @@ class CaseFailureReport:
         if self.fail_at_end:
             raise RuntimeError(message + " Every other case was processed.")
         logger.error(message)
-
-
-class FailureTolerantDataset(Dataset):
-    """A map-style dataset whose loading errors become marker items ``{failed_case, failure}`` instead of
-    exceptions, so that the DataLoader (and its worker processes) go on to the next case.
-
-    Args:
-        dataset: a MONAI/torch dataset; when it has ``data`` (MONAI's ``Dataset``), failures are named by
-            the item's ``case_id`` or image path.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Any:
-        try:
-            return self.dataset[index]
-        except Exception as err:  # noqa: BLE001 - any error of one case is reported, never fatal to the run
-            data: Sequence[Any] | None = getattr(self.dataset, "data", None)
-            name = _case_label(data[index]) if data is not None else f"item {index}"
-            return {FAILED_KEY: name, ERROR_KEY: reported_cause(err)}
 
 
 class SkipFailedIteration:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from unet_monai.engines import AtomicCheckpointSaver
+from unet_monai.handlers import AtomicCheckpointSaver
 
 
 class Unpicklable(torch.nn.Module):

@@ -9,8 +9,9 @@ import pytest
 from monai.data import Dataset
 from monai.transforms import Compose, LoadImaged
 
-from unet_monai.engines import CaseFailureReport, FailureTolerantDataset
-from unet_monai.engines.skip_failed import ERROR_KEY, FAILED_KEY, reported_cause
+from unet_monai.data import FailureTolerantDataset
+from unet_monai.data.failure_tolerant import ERROR_KEY, FAILED_KEY, reported_cause
+from unet_monai.handlers import CaseFailureReport
 
 
 def test_reported_cause_unwraps_monai_transform_errors(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from unet_monai.engines.engine_output import decollated_items
-from unet_monai.engines.skip_failed import CaseFailureReport
+from unet_monai.handlers.engine_output import decollated_items
+from unet_monai.handlers.skip_failed import CaseFailureReport
 from unet_monai.io.atomic import atomic_path
 from unet_monai.metrics.case_scores import case_scores
 from unet_monai.metrics.challenge import challenge_scores, threshold_sweep

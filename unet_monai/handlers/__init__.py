@@ -1,18 +1,17 @@
 """Engine handlers for MONAI's trainers and evaluators: atomic per-epoch checkpoints for resuming, the training
 report (metrics CSV, curves and overlay PNGs), the per-case report of an evaluation, and skip-and-report for
-batch runs."""
+batch runs (with :class:`~unet_monai.data.FailureTolerantDataset`)."""
 
-from unet_monai.engines.case_report import CaseMetricsReport, case_name
-from unet_monai.engines.checkpoint import AtomicCheckpointSaver, EpochCheckpointSaver
-from unet_monai.engines.skip_failed import CaseFailureReport, FailureTolerantDataset, SkipFailedIteration
-from unet_monai.engines.training_report import TrainingReport
+from unet_monai.handlers.case_report import CaseMetricsReport, case_name
+from unet_monai.handlers.checkpoint import AtomicCheckpointSaver, EpochCheckpointSaver
+from unet_monai.handlers.skip_failed import CaseFailureReport, SkipFailedIteration
+from unet_monai.handlers.training_report import TrainingReport
 
 __all__ = [
     "AtomicCheckpointSaver",
     "CaseFailureReport",
     "CaseMetricsReport",
     "EpochCheckpointSaver",
-    "FailureTolerantDataset",
     "SkipFailedIteration",
     "TrainingReport",
     "case_name",

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine
 
-from unet_monai.engines import EpochCheckpointSaver
+from unet_monai.handlers import EpochCheckpointSaver
 
 
 def finished_epoch(epoch: int = 1) -> Engine:
