@@ -11,11 +11,11 @@ in one run:
   CPU has bf16, and once in fp32;
 - the network computes its full-resolution levels in slabs (``PaperUNet.inference_slabs``, the default) in
   every case, MONAI's included; the cases ending in ``_whole`` compute whole maps instead, as before slabs;
-- memory growth, the bundle's ``--memory_mapped True`` path: a small valid PaperUNet on an uncompressed NIfTI of
+- memory growth, the bundle's ``memory_mapped.json`` path: a small valid PaperUNet on an uncompressed NIfTI of
   N and 8N voxels loaded by ``LoadMemmapNiftid`` (the voxels stay in the file), batched by ``view_collate``,
   tiles z-scored as they are read (``normalize=True``), argmax into an unnamed memory-mapped file
   (``memmap_dir``); the same through the in-RAM path; and the whole bundle command on the same files
-  (``python -m monai.bundle run inference`` with ``--memory_mapped True``: loading, checks, inference and the
+  (``python -m monai.bundle run inference`` with ``memory_mapped.json``: loading, checks, inference and the
   NIfTI written).
 
 Each case runs in its own process, so that its peak RSS (``VmHWM``) is its own; the RSS just before inference
@@ -117,20 +117,19 @@ def run_case(case: str, work: Path) -> dict:
 
 
 def run_bundle_growth(case: str, work: Path) -> dict:
-    """The whole bundle command with ``--memory_mapped True`` (loading, checks, inference, the NIfTI written) on the
+    """The whole bundle command with ``memory_mapped.json`` (loading, checks, inference, the NIfTI written) on the
     N or 8N file, in this process: ``python -m monai.bundle run inference`` with the 3D overlay."""
     from monai.bundle import run
 
     factor = case.split("_")[1]
     run(
         "inference",
-        config_file=[str(REPO / "bundles/unet/inference.json"), str(REPO / "bundles/unet/train_3d.json")],
+        config_file=[str(REPO / "bundles/unet" / f) for f in ("inference.json", "train_3d.json", "memory_mapped.json")],
         bundle_root=str(work / "bundle"),
         dataset_dir=str(work / "bundle" / "data"),
         features=list(GROWTH_FEATURES),
         val_output_patch_size=[32, 32, 32],
         input=str(work / f"growth_{factor}.nii"),
-        memory_mapped=True,
         output_dir=str(work / f"bundle_out_{factor}"),
     )
     return {"peak_rss_mb": peak_rss_mb()}
@@ -280,7 +279,7 @@ def memory_growth(work: Path, quick: bool) -> None:
     kinds = [
         ("growth", "memory-mapped NIfTI in, labels to a mapped file"),
         ("growthram", "in RAM"),
-        ("bundle", "bundle command, --memory_mapped True, NIfTI out"),
+        ("bundle", "bundle command, memory_mapped.json, NIfTI out"),
     ]
     for kind, label in kinds:
         small, large = spawn(f"{kind}_1", work), spawn(f"{kind}_8", work)

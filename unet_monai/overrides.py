@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from monai.bundle import ConfigParser
 
-__all__ = ["check_overrides"]
+__all__ = ["check_overrides", "refuse_together"]
 
 # arguments of monai.bundle.scripts.run / create_workflow, not config ids
 _RUN_ARGUMENTS = {
@@ -64,3 +64,19 @@ def check_overrides(argv: Sequence[str] | None = None) -> None:
             close = difflib.get_close_matches(key, ids, n=3)
             hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else "."
             raise ValueError(f"override --{key} names no config id in {', '.join(files)}{hint}")
+
+
+def refuse_together(overlay: str, **switches: bool) -> None:
+    """Raise ValueError when any of ``switches`` (config ids set to True) is on together with ``overlay``, a config
+    file that cannot honour them; the message names the overlay and the flags to drop.
+
+    Example: ``memory_mapped.json`` reduces each tile to labels as it comes, so ``--watershed True`` and
+    ``--test_time_flips True``, which need the float map of the whole image, are refused with it.
+    """
+    on = sorted(name for name, value in switches.items() if value)
+    if on:
+        flags = " ".join(f"--{name} True" for name in on)
+        raise ValueError(
+            f"{overlay} cannot be combined with {flags}: it writes labels tile by tile and never holds the float map "
+            f"of the whole image that {', '.join(on)} need{'s' if len(on) == 1 else ''}; drop {flags} or {overlay}."
+        )

@@ -12,6 +12,7 @@ from test_unet_bundle import REPO, TINY, TINY_INFER, run_bundle
 
 from unet_monai.io import load_manifest
 
+EVALUATE = ["bundles/unet/inference.json", "bundles/unet/evaluate.json"]  # evaluation is an overlay on inference
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
@@ -30,7 +31,7 @@ def test_training_writes_report_and_evaluate_writes_per_case_scores(tmp_path: Pa
     checkpoint = tiny_2d_bundle / "models" / "model.pt"
     out = tmp_path / "evaluation"
     proc = run_bundle(
-        "evaluating", ["bundles/unet/evaluate.json"], tmp_path, *TINY_INFER, "--dataset_dir", str(dataset),
+        "evaluating", EVALUATE, tmp_path, *TINY_INFER, "--dataset_dir", str(dataset),
         "--ckpt_path", str(checkpoint), "--output_dir", str(out), "--test_time_flips", "True",
     )  # fmt: skip
     cases = load_manifest(dataset / "datalist.json", "validation")
@@ -57,7 +58,7 @@ def test_test_time_flips_wrap_the_evaluation_inferer(tmp_path: Path) -> None:
     kinds = {}
     for flips in (False, True):
         parser = ConfigParser()
-        parser.read_config(str(REPO / "bundles" / "unet" / "evaluate.json"))
+        parser.read_config([str(REPO / f) for f in EVALUATE])
         parser.update({"bundle_root": str(tmp_path), "test_time_flips": flips, "features": [4, 8, 16]})
         kinds[flips] = parser.get_parsed_content("inferer")
     assert isinstance(kinds[True], FlipEnsembleInferer) and not isinstance(kinds[False], FlipEnsembleInferer)
@@ -73,7 +74,7 @@ def test_isbi_overlay_trains_on_the_png_sections_with_mapped_labels(tmp_path: Pa
     run_bundle("training", configs, tmp_path, *overrides, *one, "--data_root", str(SHARED / "isbi2012"))
     assert (tmp_path / "models" / "model.pt").is_file()
     out = tmp_path / "evaluation"
-    evaluate = ["bundles/unet/evaluate.json", "bundles/unet/isbi2012.json"]
+    evaluate = [*EVALUATE, "bundles/unet/isbi2012.json"]
     checkpoint = ["--ckpt_dir", str(tmp_path / "models")]
     run_bundle("evaluating", evaluate, tmp_path, *TINY_INFER, *checkpoint, "--output_dir", str(out))
     rows = list(csv.DictReader(open(out / "evaluation_per_case.csv", newline="")))

@@ -15,6 +15,7 @@ from unet_monai.data import synthetic_em_volume
 from unet_monai.networks import PaperUNet
 
 CONFIGS = ["bundles/unet/inference.json", "bundles/unet/train_3d.json"]
+MAPPED = [*CONFIGS, "bundles/unet/memory_mapped.json"]
 SMALL = ["--features", "[4,8]", "--val_output_patch_size", "[24,24,24]"]
 AFFINE = np.array([[0.0, -0.9, 0.0, 30.0], [0.6, 0.0, 0.0, -8.0], [0.0, 0.0, 1.5, 12.0], [0.0, 0.0, 0.0, 1.0]])
 
@@ -43,13 +44,11 @@ def test_memory_mapped_inference_matches_in_ram(tmp_path: Path, synthetic_em_3d:
     )
     run_bundle(
         "inference",
-        CONFIGS,
+        MAPPED,
         tmp_path,
         *small,
         "--input",
         str(tmp_path / "em.nii"),
-        "--memory_mapped",
-        "True",
         "--output_dir",
         str(tmp_path / "mapped"),
     )
@@ -65,13 +64,11 @@ def test_memory_mapped_inference_matches_in_ram(tmp_path: Path, synthetic_em_3d:
     refused = subprocess.run(
         bundle_command(
             "inference",
-            CONFIGS,
+            MAPPED,
             tmp_path,
             *small,
             "--input",
             str(tmp_path / "em.nii.gz"),
-            "--memory_mapped",
-            "True",
             "--output_dir",
             str(tmp_path / "refused"),
         ),

@@ -88,7 +88,8 @@ def test_evaluation_scores_the_good_cases_and_lists_the_failed_ones(
     datalist = write_datalist(tmp_path / "cases", paths)
     out = tmp_path / "eval_out"
     proc = run(
-        "evaluating", "bundles/unet/evaluate.json", tmp_path, "--manifest", str(datalist), "--output_dir", str(out),
+        "evaluating", ["bundles/unet/inference.json", "bundles/unet/evaluate.json"], tmp_path,
+        "--manifest", str(datalist), "--output_dir", str(out),
         "--skip_failed", "True", "--fail_at_end", "False",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -29,19 +29,25 @@ def bundle_command(entry: str, config_files: list[str], bundle_root: Path, *over
     return [*run, "--bundle_root", str(bundle_root), *overrides]
 
 
-def run_bundle(entry: str, config_files: list[str], bundle_root: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """Run the bundle from the repository root and require success."""
+def run_bundle(
+    entry: str, config_files: list[str], bundle_root: Path, *overrides: str, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    """Run the bundle from ``cwd`` (the repository root by default; elsewhere the config files are named by their
+    absolute paths) and require success."""
+    if cwd != REPO:
+        config_files = [str(REPO / c) for c in config_files]
     cmd = bundle_command(entry, config_files, bundle_root, *overrides)
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
 def train_tiny(bundle_root: Path) -> subprocess.CompletedProcess:
     """Two epochs of one iteration of the 2D bundle with a tiny network, validating after each: a checkpoint to run
-    inference or export with, and the training report of two epochs."""
+    inference or export with, and the training report of two epochs. It runs from ``bundle_root``, a folder outside
+    the repository, as a user's own project folder would be."""
     epochs = ["--epochs", "2", "--iterations_per_epoch", "1", "--val_interval", "1"]
-    return run_bundle("training", ["bundles/unet/train.json"], bundle_root, *TINY, *epochs)
+    return run_bundle("training", ["bundles/unet/train.json"], bundle_root, *TINY, *epochs, cwd=bundle_root)
 
 
 def read_metrics(output_dir: Path) -> dict[str, float]:
