@@ -4,11 +4,13 @@ pos_fraction, every class is drawn, ignored voxels are never centres, the label 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import BorderPadd, Compose, EnsureChannelFirstd, Lambdad, LoadImaged
 
@@ -296,3 +298,17 @@ def test_a_label_without_labelled_voxels_warns_and_samples_uniformly():
     with pytest.warns(RuntimeWarning, match="holds no labelled voxel"):
         outs = draw(transform, data, 5)
     assert all(tuple(o["label"].shape[1:]) == CASES["2d"][2] for o in outs)
+
+
+def test_a_bundle_config_builds_the_sampler_from_json():
+    config = json.loads(
+        """{"patch_size": [28, 28],
+        "locate": {"_target_": "unet_monai.transforms.ForegroundLocationsd", "keys": "label", "ignore_index": null},
+        "patches": {"_target_": "unet_monai.transforms.RandElasticGridd", "keys": ["image", "label"], "prob": 0.0,
+            "spatial_size": "@patch_size", "crop_keys": ["label"], "crop_size": [12, 12],
+            "mode": ["bilinear", "nearest"], "label_key": "label", "pos_fraction": 1.0, "ignore_index": null}}"""
+    )
+    parser = ConfigParser(config)
+    pipeline = Compose([parser.get_parsed_content("locate"), parser.get_parsed_content("patches")]).set_random_state(0)
+    data = {k: v for k, v in volume(CASES["2d"][0]).items() if k != "coord"}
+    assert all(bool(pipeline(data)["label"].any()) for _ in range(20))

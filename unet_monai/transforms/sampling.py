@@ -7,6 +7,15 @@ The class locations are found once per case by :class:`ForegroundLocations` (det
 ``center_sampler`` (and :class:`~unet_monai.transforms.RandElasticGridd` as ``label_key`` + ``pos_fraction``), so
 the patch, the network's input size with its context, is cut and deformed as before, and the label crop (the
 network's output size, ``crop_size``) is the patch's centre, around the chosen voxel.
+
+Example (bundle config: the locations after ``BorderPadd`` in ``train::deterministic_transforms``, the sampler
+options on the patch transform in ``train::random_transforms``)::
+
+    {"_target_": "unet_monai.transforms.ForegroundLocationsd", "keys": "label", "ignore_index": null},
+    {"_target_": "unet_monai.transforms.RandElasticGridd", "keys": ["image", "label", "weight"],
+     "spatial_size": "@patch_size", "crop_keys": ["label", "weight"],
+     "crop_size": "$@network_def.output_shape(@patch_size)", "mode": ["bilinear", "nearest", "bilinear"],
+     "label_key": "label", "pos_fraction": 0.33, "ignore_index": null}
 """
 
 from __future__ import annotations
