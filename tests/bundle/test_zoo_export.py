@@ -23,6 +23,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import monai.bundle
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
@@ -222,21 +223,42 @@ def test_export_refuses_a_training_state_and_unknown_overrides(tmp_path: Path) -
         export_bundle(tmp_path / "out", ckpt=tmp_path / "model.pt", overrides={"featurez": [4, 8]})
 
 
+def test_load_from_a_user_folder(zoo_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """monai.bundle.load(workflow_type="inference") with the working directory outside the repository: the network
+    of configs/inference.json with the weights of models/model.pt."""
+    monkeypatch.chdir(tmp_path)
+    net = monai.bundle.load(name="unet", bundle_dir=str(zoo_bundle.parent), workflow_type="inference", device="cpu")
+    assert isinstance(net, PaperUNet)
+    state = torch.load(zoo_bundle / "models" / "model.pt", weights_only=True)
+    assert net.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
+@pytest.mark.slow
 @pytest.mark.integration
-def test_load_from_a_user_folder(zoo_bundle: Path, tmp_path: Path) -> None:
-    """monai.bundle.load(workflow_type="inference") in a new process whose working directory is outside the
-    repository: the network of configs/inference.json with the weights of models/model.pt."""
+def test_load_from_a_user_folder_with_the_carried_wheel(zoo_bundle: Path, tmp_path: Path) -> None:
+    """The wheel in scripts/ installs (pip, offline, no dependencies) and is complete: monai.bundle.load(
+    workflow_type="inference") in a new process that imports unet_monai from that install, with its working
+    directory outside the repository, gives the network of configs/inference.json with models/model.pt's weights."""
+    wheel = next((zoo_bundle / "scripts").glob("unet_monai-*.whl"))
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)]
+    proc = subprocess.run(pip, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     script = (
-        "import sys, torch, monai.bundle\n"
+        "import sys, torch, monai.bundle, unet_monai\n"
         "net = monai.bundle.load(name='unet', bundle_dir=sys.argv[1], workflow_type='inference', device='cpu')\n"
         "state = torch.load(sys.argv[2], weights_only=True)\n"
         "same = all(torch.equal(v, state[k]) for k, v in net.state_dict().items())\n"
-        "print(type(net).__name__, len(state) == len(net.state_dict()) and same)\n"
+        "print(unet_monai.__file__, type(net).__name__, len(state) == len(net.state_dict()) and same)\n"
     )
     cmd = [sys.executable, "-c", script, str(zoo_bundle.parent), str(zoo_bundle / "models" / "model.pt")]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split()[-2:] == ["PaperUNet", "True"], proc.stdout[-2000:]
+    module_file, net_type, same = proc.stdout.split()[-3:]
+    assert Path(module_file).is_relative_to(site), module_file  # the wheel's unet_monai, not the repository's
+    assert (net_type, same) == ("PaperUNet", "True"), proc.stdout[-2000:]
 
 
 @pytest.mark.integration
