@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from unet_monai.io import load_manifest, manifest_data_root
 from unet_monai.io.manifest import (
@@ -243,6 +244,15 @@ def test_manifest_labels_keep_every_entry(tmp_path):
 )
 def test_check_label_values_accepts_named_values(values, ignore):
     check_label_values(values, {0: "background", 1: "spleen", 2: "liver"}, "seg.nii.gz", ignore_label=ignore)
+
+
+def test_check_label_values_takes_a_whole_label_map():
+    label = torch.zeros(1, 4, 4, 3, dtype=torch.uint8)
+    label[0, 1, 1, 1] = 255
+    check_label_values(label, {0: "background", 1: "spleen"}, "seg.nii.gz", ignore_label=255)
+    label[0, 2, 2, 2] = 7
+    with pytest.raises(ValueError, match=re.escape("label seg.nii.gz must hold only the label values the datalist")):
+        check_label_values(label, {0: "background", 1: "spleen"}, "seg.nii.gz", ignore_label=255)
 
 
 @pytest.mark.parametrize(

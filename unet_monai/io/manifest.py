@@ -251,7 +251,8 @@ def check_label_values(
     """Check that every value found in a label map is named in the datalist's ``labels`` (or is the ignore value).
 
     Args:
-        values: the label map's values (e.g. ``np.unique(label)``; integral floats count as integers).
+        values: the label map's values, or the label map itself (an array or tensor of any shape; integral floats
+            count as integers).
         manifest_labels: the datalist's ``labels`` (``manifest_labels(manifest)``).
         source: the label file, named in the error.
         ignore_label: the datalist's ignore value (``manifest_ignore_label(manifest)``), or None.
@@ -260,7 +261,7 @@ def check_label_values(
         ValueError: some values are not named, listing them and the named ones.
     """
     known = {int(v) for v in manifest_labels} | ({int(ignore_label)} if ignore_label is not None else set())
-    found = np.unique(np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64))
+    found = np.unique(np.asarray(values if hasattr(values, "__array__") else list(values))).astype(np.float64)
     unknown = [v for v in found.tolist() if not (float(v).is_integer() and int(v) in known)]
     if unknown:
         shown = [int(v) if float(v).is_integer() else v for v in unknown]
