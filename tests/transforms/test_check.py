@@ -145,3 +145,16 @@ def test_shared_totalsegmentator_pairs():
     bad = load(image=str(SHARED_TS / "example_ct.nii.gz"), label=str(SHARED_TS / "example_seg.nii.gz"))
     with pytest.raises(ValueError, match=r"example_seg\.nii\.gz and image .*example_ct\.nii\.gz must have one spatial"):
         CheckPaird("label")(bad)
+
+
+def test_checkimaged_label_keys_have_one_channel_whatever_channels_says(tmp_path: Path):
+    files = {
+        "image": write(tmp_path / "t1t2.nii.gz", np.zeros((12, 10, 6, 2), np.float32)),
+        "label": write(tmp_path / "seg.nii.gz", label_array()),
+    }
+    check = CheckImaged(["image", "label"], spatial_dims=3, channels=2, label_keys="label")
+    check(load(**files))
+    CheckImaged(["image"], spatial_dims=3, channels=2, label_keys="label")(load(image=files["image"]))  # inference
+    files["label"] = write(tmp_path / "seg_2ch.nii.gz", np.zeros((12, 10, 6, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"label .*seg_2ch\.nii\.gz must have 1 channel\(s\), got 2"):
+        check(load(**files))

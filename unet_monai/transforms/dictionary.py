@@ -156,8 +156,11 @@ class CheckImaged(MapTransform):
 
     Args:
         keys: keys to check (``["image", "label"]``).
-        channels: expected channels, one value or one per key: ``[@in_channels, 1]`` for ``["image", "label"]``
-            with co-registered sequences as channels. A case with another count is refused, naming its file.
+        channels: expected channels, one value or one per key, e.g. ``"@in_channels"`` with co-registered
+            sequences as channels. A case with another count is refused, naming its file and both counts.
+        label_keys: keys that must have exactly 1 channel whatever ``channels`` says (label maps), so that one
+            config, ``keys: ["image", "label"], channels: "@in_channels", label_keys: "label"``, serves training and
+            (keys ``["image"]``) inference. Keys listed here but absent from ``keys`` are ignored.
         same_grid: require one spatial shape and affine over all keys.
         affine_tolerance: allowed affine difference, in voxels of the first key.
         allow_missing_keys: skip keys that are absent.
@@ -173,11 +176,14 @@ class CheckImaged(MapTransform):
         pil_modes: Sequence[str] | None = GRAYSCALE_PIL_MODES,
         same_grid: bool = True,
         affine_tolerance: float = 1e-3,
+        label_keys: KeysCollection = (),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        labels = set(ensure_tuple(label_keys))
+        per_key = ensure_tuple_rep(channels, len(self.keys))
         self.checks = [
-            CheckImage(spatial_dims, c, finite, pil_modes) for c in ensure_tuple_rep(channels, len(self.keys))
+            CheckImage(spatial_dims, 1 if key in labels else c, finite, pil_modes) for key, c in zip(self.keys, per_key)
         ]
         self.same_grid = same_grid
         self.affine_tolerance = affine_tolerance
