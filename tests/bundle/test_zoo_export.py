@@ -29,6 +29,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
 from unet_monai.bundle import export_bundle, pretty_json
+from unet_monai.bundle.export import overlay_base
 from unet_monai.networks import PaperUNet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,6 +209,8 @@ def test_readme_follows_the_zoo_template(zoo_bundle: Path) -> None:
     for entry in ("run training", "run evaluating", "run inference", "ckpt_export network_def", "torchrun"):
         assert entry in readme, entry
     assert "16*n+172" in readme and "mean_dice: 0.971" in readme
+    base = overlay_base(zoo_bundle / "configs", "evaluate.json")
+    assert (f"['configs/{base}','configs/evaluate.json']" if base else "configs/evaluate.json") in readme
     assert "$" not in readme.replace("$@", "")  # every template field filled
 
 
@@ -265,15 +268,17 @@ def test_load_from_a_user_folder_with_the_carried_wheel(zoo_bundle: Path, tmp_pa
 def test_zoo_unit_test_train_then_evaluate(
     zoo_bundle: Path, tiny_2d_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ci/unit_tests' train + evaluate case: train.json, then [train.json, evaluate.json] with workflow type
-    "train" (the zoo's comment: evaluate overrides train), both with check_properties, from a user's folder;
-    the outputs land under the bundle_root given."""
+    """ci/unit_tests' train + evaluate case from a user's folder, both with check_properties: train.json trains and
+    checkpoints under the bundle_root given; evaluate.json, read on top of the config it overlays (inference.json
+    here; the zoo's spleen bundle overlays train.json), scores that checkpoint and writes its report there."""
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "run"
     override = {"bundle_root": str(root), "dataset_dir": str(tiny_2d_bundle / "data" / "synthetic_em_2d")}
     check_workflow(workflow(zoo_bundle, "train", ["train.json"], **override, **TINY, **SHORT))
     assert (root / "models" / "model.pt").is_file()
-    check_workflow(workflow(zoo_bundle, "train", ["train.json", "evaluate.json"], **override, **TINY))
+    base = overlay_base(zoo_bundle / "configs", "evaluate.json")
+    files = [base, "evaluate.json"] if base else ["evaluate.json"]
+    check_workflow(workflow(zoo_bundle, "eval", files, **override, **TINY))
     reports = sorted(p.name for p in (root / "eval").iterdir())
     assert any(name.startswith("evaluation_") for name in reports), reports
 

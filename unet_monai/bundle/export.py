@@ -217,6 +217,39 @@ def _check_checkpoint(ckpt: Path) -> None:
         raise ValueError(f"ckpt must be the network's plain state dict (models/model.pt), got {ckpt} with {keys}.")
 
 
+def _references(obj: Any) -> set[str]:
+    """Top-level ids that ``@id`` references in ``obj`` name."""
+    if isinstance(obj, str):
+        return {ref.replace("#", "::").split("::")[0] for ref in re.findall(r"@([\w:#]+)", obj)}
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else []
+    return set().union(*(_references(v) for v in values)) if values else set()
+
+
+def overlay_base(
+    configs_dir: Path, overlay: str, candidates: Sequence[str] = ("inference.json", "train.json")
+) -> str | None:
+    """The config file that ``overlay`` is read on top of: the first of ``candidates`` that defines every top-level
+    id the overlay references but does not define; None when the overlay stands alone (or no candidate fits).
+
+    Args:
+        configs_dir: folder of the config files.
+        overlay: file name of the overlay, e.g. ``"evaluate.json"``.
+        candidates: file names to try, in order.
+    """
+    config = json.loads((configs_dir / overlay).read_text(encoding="utf-8"))
+    defined = {key.replace("#", "::").split("::")[0] for key in config}
+    missing = _references(config) - defined
+    if not missing:
+        return None
+    for name in candidates:
+        path = configs_dir / name
+        if name != overlay and path.is_file():
+            base = {key.split("::")[0] for key in json.loads(path.read_text(encoding="utf-8"))}
+            if missing <= base:
+                return name
+    return None
+
+
 def _literal(parser: Any, key: str) -> str:
     """A train.json value for the README, resolved by MONAI's parser where it can be without side effects (literals
     and expressions of literals), else a pointer to the config."""
@@ -254,8 +287,8 @@ def render_readme(configs_dir: Path, wheel_name: str) -> str:
     image, pred = next(iter(fmt["inputs"].values())), next(iter(fmt["outputs"].values()))
     features = train.get("features", [32, 64, 128, 256, 512])
     context = PaperUNet(spatial_dims=2, in_channels=1, out_channels=2, features=features).context
-    evaluate = configs_dir / "evaluate.json"
-    overlay = evaluate.is_file() and "network_def" not in json.loads(evaluate.read_text(encoding="utf-8"))
+    base = overlay_base(configs_dir, "evaluate.json") if (configs_dir / "evaluate.json").is_file() else None
+    evaluate_config = f"\"['configs/{base}','configs/evaluate.json']\"" if base else "configs/evaluate.json"
     overlays = sorted(p.name for p in configs_dir.glob("*.json") if p.name not in {"metadata.json", "train.json"})
     metrics = meta.get("eval_metrics", {})
     performance = (
@@ -302,7 +335,7 @@ def render_readme(configs_dir: Path, wheel_name: str) -> str:
         python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
         required_packages=" ".join(f"{k}=={v}" for k, v in required.items() if k != "unet_monai"),
         wheel=wheel_name,
-        evaluate_config="\"['configs/train.json','configs/evaluate.json']\"" if overlay else "configs/evaluate.json",
+        evaluate_config=evaluate_config,
         intended_use=meta["intended_use"].rstrip("."),
         references="\n".join(f"[{i}] {r}" for i, r in enumerate(meta.get("references", []), 1)),
         copyright=meta["copyright"].rstrip("."),

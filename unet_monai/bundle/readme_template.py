@@ -82,7 +82,7 @@ torchrun --standalone --nnodes=1 --nproc_per_node=2 -m monai.bundle run training
     --config_file "['configs/train.json','configs/multi_gpu_train.json']" --logging_file configs/logging.conf
 ```
 
-#### Override the `train` config to execute evaluation with the trained model:
+#### Execute evaluation of the trained model (`evaluate.json` scores a labelled split):
 ```
 python -m monai.bundle run evaluating --meta_file configs/metadata.json \\
     --config_file ${evaluate_config} --logging_file configs/logging.conf
