@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from unet_monai.networks import PaperUNet
-from unet_monai.networks.slabs import row_local, slab_bounds
+from unet_monai.networks.blocks import DoubleConv
+from unet_monai.networks.slabs import double_conv_in_slabs, row_local, slab_bounds
 
 
 def randomise_batch_norm(net: nn.Module) -> None:
@@ -48,8 +49,7 @@ def test_slabbed_pass_equals_the_whole_map_pass(spatial_dims, padding, norm, ups
     randomise_batch_norm(net)
     net.eval()
     # rows that do not split evenly into slabs (a short last slab), other axes of other sizes, batch 2
-    rows = net.input_shape_for((37,))[0]
-    x = torch.randn(2, 1, rows, *net.input_shape_for((9, 14)[: spatial_dims - 1]))
+    x = torch.randn(2, 1, *net.input_shape_for((37, 9, 14)[:spatial_dims]))
     whole, slabbed = whole_and_slabbed(net, x)
     assert slabbed.shape == whole.shape
     torch.testing.assert_close(slabbed, whole, atol=1e-5, rtol=1e-5)
@@ -114,3 +114,54 @@ def test_slab_bounds_cover_every_row_once(rows, slabs):
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     assert len(bounds) <= slabs
     assert all(hi - lo >= 4 for lo, hi in bounds[:-1])
+
+
+# per-level pool and kernel sizes, and per-level widths: the row axis (axis 0) without context (kernel 1), without
+# pooling (pool 1) or with a wider halo (kernel 5), the other axes anisotropic, and Cicek's channel plan
+ANISOTROPIC = {
+    "kernel-1-along-rows-valid": dict(
+        spatial_dims=3, pool_sizes=[[1, 2, 2], [2, 2, 2]], kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]]
+    ),
+    "kernel-1-along-rows-same": dict(
+        spatial_dims=3,
+        padding="same",
+        pool_sizes=[[1, 2, 2], [2, 2, 2]],
+        kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+    ),
+    "pool-1-along-rows-valid": dict(spatial_dims=2, pool_sizes=[[1, 2], [1, 2]], upsample="nearest"),
+    "pool-1-along-rows-same": dict(spatial_dims=2, padding="same", pool_sizes=[[1, 2], [1, 2]]),
+    "thick-slices-last-axis": dict(
+        spatial_dims=3, pool_sizes=[[2, 2, 1], [2, 2, 2]], kernel_sizes=[[3, 3, 1], [3, 3, 3], [3, 3, 3]]
+    ),
+    "kernel-5-along-rows-valid": dict(spatial_dims=2, kernel_sizes=[[5, 3], [5, 3], 3]),
+    "kernel-5-along-rows-same": dict(spatial_dims=2, padding="same", kernel_sizes=[[5, 3], [5, 3], 3]),
+    "pool-3-along-rows": dict(spatial_dims=2, pool_sizes=[[3, 2], 2], upsample="nearest"),
+    "cicek-channel-plan": dict(spatial_dims=3, mid_features=(2, 3, 6), up_features=(6, 12)),
+}
+
+
+@pytest.mark.parametrize("name", list(ANISOTROPIC))
+@pytest.mark.parametrize("norm", [None, "batch"])
+def test_anisotropic_slabbed_pass_equals_the_whole_map_pass(name, norm):
+    torch.manual_seed(0)
+    net = PaperUNet(in_channels=1, out_channels=3, features=(3, 6, 12), norm=norm, **ANISOTROPIC[name])
+    randomise_batch_norm(net)
+    net.eval()
+    x = torch.randn(2, 1, *net.input_shape_for((37, 9, 6)[: net.spatial_dims]))
+    whole, slabbed = whole_and_slabbed(net, x)
+    assert slabbed.shape == whole.shape
+    assert len(slab_bounds(whole.shape[2], net.inference_slabs)) > 2  # several slabs, a short last one
+    torch.testing.assert_close(slabbed, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [(1, 3), (3, 1), (5, 3), (7, 1)], ids=lambda k: f"kernel{k[0]}x{k[1]}")
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_double_conv_in_slabs_for_every_row_count(kernel, padding):
+    """Every split of the rows, short last slabs included: the halo of a kernel of k rows is k // 2 rows per side,
+    and where it reaches past the map the layer's own zero padding (same) is the real one."""
+    torch.manual_seed(0)
+    block = DoubleConv(2, 2, 3, padding, None, kernel, mid_channels=4).eval()
+    for rows in range(2 * kernel[0] + 2, 2 * kernel[0] + 22):  # every remainder of the slab size
+        x = torch.randn(1, 2, rows, 7)
+        with torch.no_grad():
+            torch.testing.assert_close(double_conv_in_slabs(block, x, 8), block(x), atol=1e-6, rtol=1e-6)

@@ -72,6 +72,57 @@ def test_cicek_unet_3d_narrow_forward():
     assert torch.isfinite(out).all()
 
 
+def _conv_channels(net: PaperUNet) -> list[tuple[str, int, int]]:
+    """(module name, in channels, out channels) of every convolution and up-convolution, in module order."""
+    convs = (nn.Conv3d, nn.ConvTranspose3d)
+    return [(name, m.in_channels, m.out_channels) for name, m in net.named_modules() if isinstance(m, convs)]
+
+
+def test_cicek_unet_3d_paper_parameter_count():
+    """The paper's 19,069,955 is this net with its 3 input channels and 3 labels, counting neither BatchNorm's
+    affine parameters nor the up-convolutions' biases (redundant with valid padding: the next convolution's bias
+    absorbs them)."""
+    net = cicek_unet_3d(in_channels=3, out_channels=3)
+    batch_norm = sum(p.numel() for m in net.modules() if isinstance(m, nn.BatchNorm3d) for p in m.parameters())
+    up_bias = sum(m.bias.numel() for m in net.modules() if isinstance(m, nn.ConvTranspose3d))
+    assert (batch_norm, up_bias) == (2 * (32 + 64 + 64 + 128 + 128 + 256 + 256 + 512 + 2 * (256 + 128 + 64)), 896)
+    assert num_params(net) - batch_norm - up_bias == 19_069_955
+    assert num_params(net) == 19_075_523
+    # the count the issue notes: the same plan, 1 input and 2 outputs, without BatchNorm
+    assert num_params(cicek_unet_3d(in_channels=1, out_channels=2, norm=None)) == 19_069_058
+
+
+def test_cicek_unet_3d_paper_channel_plan():
+    net = cicek_unet_3d(in_channels=3, out_channels=3)
+    assert [c[1:] for c in _conv_channels(net)] == [
+        (3, 32), (32, 64),  # analysis path: the first convolution of a level has half the channels
+        (64, 64), (64, 128),
+        (128, 128), (128, 256),
+        (256, 256), (256, 512),  # bottleneck
+        (512, 512), (768, 256), (256, 256),  # synthesis: up-convolution keeps 512, concat with the 256 skip
+        (256, 256), (384, 128), (128, 128),
+        (128, 128), (192, 64), (64, 64),
+        (64, 3),  # 1x1x1 output
+    ]  # fmt: skip
+    ups = [m for m in net.modules() if isinstance(m, nn.ConvTranspose3d)]
+    assert all(m.kernel_size == (2, 2, 2) and m.stride == (2, 2, 2) for m in ups)
+    assert sum(isinstance(m, nn.BatchNorm3d) for m in net.modules()) == 14  # before each ReLU
+    assert net.output_shape((132, 132, 116)) == (44, 44, 28)
+
+
+def test_cicek_unet_3d_2d_channel_plan_is_the_former_layout():
+    torch.manual_seed(0)
+    former = PaperUNet(3, 1, 3, features=(64, 128, 256, 512), norm="batch")
+    torch.manual_seed(0)
+    net = cicek_unet_3d(channel_plan="2d")
+    assert num_params(net) == num_params(former) == 22_399_555
+    state, expected = net.state_dict(), former.state_dict()
+    assert list(state) == list(expected)
+    assert all(torch.equal(state[k], expected[k]) for k in state)
+    with pytest.raises(ValueError, match="channel_plan must be 'paper' or '2d', got 'nnunet'"):
+        cicek_unet_3d(channel_plan="nnunet")
+
+
 def test_blog_unet_2d():
     net = blog_unet_2d().eval()
     assert num_params(net) == 487_449
@@ -135,7 +186,7 @@ def test_invalid_size_message_suggests_nearest_sizes(make, shape, expected):
 def test_invalid_size_forward_raises_value_error():
     net = small_net(2, "valid")
     bad = an_input_shape(net)[0] + 1
-    with pytest.raises(ValueError, match=rf"axis 0: {bad} \(nearest valid sizes"):
+    with pytest.raises(ValueError, match=rf"input size {bad} along axis 0 is not valid: nearest valid sizes"):
         net(torch.zeros(1, 1, bad, an_input_shape(net)[1]))
 
 
@@ -220,7 +271,7 @@ def test_nearest_and_input_shape_for_are_consistent(padding, depth):
         elif len(near) == 2:
             assert near[0] < size < near[1] and near[1] - near[0] == step
         wanted = (size % 50) + 1
-        (best,) = net.input_shape_for((wanted,))
+        best = net.input_shape_for((wanted, wanted))[0]
         assert output_size(net, best) >= wanted
         below = output_size(net, best - step)
         assert below is None or below < wanted

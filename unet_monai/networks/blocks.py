@@ -6,6 +6,8 @@ convolutions. All of them stay TorchScript-scriptable, since MONAI's ``ckpt_expo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from monai.networks.layers.utils import get_norm_layer
 from torch import nn
@@ -16,6 +18,11 @@ _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 _LINEAR_MODE = {2: "bilinear", 3: "trilinear"}
+
+
+def _per_axis(size: int | Sequence[int]) -> int | tuple[int, ...]:
+    """An int as is, a per-axis sequence as a tuple of ints (what torch's layers take)."""
+    return int(size) if isinstance(size, int) else tuple(int(s) for s in size)
 
 
 class ConvNormAct(nn.Sequential):
@@ -31,8 +38,10 @@ class ConvNormAct(nn.Sequential):
         spatial_dims: 2 or 3.
         in_channels: input channels.
         out_channels: output channels.
-        kernel_size: cubic kernel size in voxels.
-        padding: zero padding per side in voxels (0 for valid convolutions).
+        kernel_size: kernel size in voxels, one for every axis or one per spatial axis (``(3, 3, 1)``: no context
+            along the last axis).
+        padding: zero padding per side in voxels, one for every axis or one per spatial axis (0 for valid
+            convolutions).
         norm: a MONAI ``Norm`` name such as ``"batch"`` or ``("group", {"num_groups": 8})``, or None.
     """
 
@@ -41,11 +50,13 @@ class ConvNormAct(nn.Sequential):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
-        padding: int,
+        kernel_size: int | Sequence[int],
+        padding: int | Sequence[int],
         norm: str | tuple | None,
     ) -> None:
-        layers: list[nn.Module] = [_CONV[spatial_dims](in_channels, out_channels, kernel_size, padding=padding)]
+        kernel, pad = _per_axis(kernel_size), _per_axis(padding)
+        conv = _CONV[spatial_dims](in_channels, out_channels, kernel, padding=pad)  # type: ignore[arg-type]
+        layers: list[nn.Module] = [conv]
         if norm is not None:
             layers.append(get_norm_layer(norm, spatial_dims=spatial_dims, channels=out_channels))
         layers.append(nn.ReLU(inplace=True))
@@ -93,37 +104,56 @@ class ConvNormAct(nn.Sequential):
 
 
 class DoubleConv(nn.Sequential):
-    """Two 3x3 convolutions, each followed by the optional norm and a ReLU (one level of the paper's U).
+    """Two convolutions (3x3 by default), each followed by the optional norm and a ReLU (one level of the paper's U).
 
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
-        out_channels: channels of both convolutions.
-        padding: ``"valid"`` (no padding: each convolution trims one voxel per side) or ``"same"``.
+        out_channels: channels of the second convolution (and of the first, unless ``mid_channels`` is given).
+        padding: ``"valid"`` (no padding: each convolution trims ``kernel_size - 1`` voxels along an axis) or
+            ``"same"`` (``kernel_size // 2`` zeros per side).
         norm: MONAI ``Norm`` name or None (the paper has none).
+        kernel_size: odd kernel size of both convolutions, one for every axis or one per spatial axis.
+        mid_channels: channels of the first convolution; None: ``out_channels`` (Cicek et al. 2016 use half).
     """
 
     def __init__(
-        self, spatial_dims: int, in_channels: int, out_channels: int, padding: str, norm: str | tuple | None
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        padding: str,
+        norm: str | tuple | None,
+        kernel_size: int | Sequence[int] = 3,
+        mid_channels: int | None = None,
     ) -> None:
-        pad = 0 if padding == "valid" else 1
+        kernel = _per_axis(kernel_size)
+        kernels = (kernel,) * spatial_dims if isinstance(kernel, int) else kernel
+        pad = [0 if padding == "valid" else k // 2 for k in kernels]
+        mid = out_channels if mid_channels is None else mid_channels
         super().__init__(
-            ConvNormAct(spatial_dims, in_channels, out_channels, 3, pad, norm),
-            ConvNormAct(spatial_dims, out_channels, out_channels, 3, pad, norm),
+            ConvNormAct(spatial_dims, in_channels, mid, kernel, pad, norm),
+            ConvNormAct(spatial_dims, mid, out_channels, kernel, pad, norm),
         )
 
 
 class MaxPool(nn.Module):
-    """2x2(x2) max-pooling with stride 2, ``(B, C, *S) -> (B, C, *S // 2)``, in the input's dtype.
+    """Max-pooling with stride equal to its size (2x2(x2) by default), ``(B, C, *S) -> (B, C, *S // pool_size)``, in
+    the input's dtype.
 
     CPU autocast lists ``max_pool3d`` among its float32 operations, so a bf16 feature map would first be copied to
     float32 (twice its size, the largest buffer of a 3D tile's forward pass). A maximum is exact in any dtype, so
     pooling runs with autocast off and gives the same values.
+
+    Args:
+        spatial_dims: 2 or 3.
+        pool_size: size and stride, one for every axis or one per spatial axis (1: no pooling along that axis).
     """
 
-    def __init__(self, spatial_dims: int) -> None:
+    def __init__(self, spatial_dims: int, pool_size: int | Sequence[int] = 2) -> None:
         super().__init__()
-        self.pool = _POOL[spatial_dims](kernel_size=2, stride=2)
+        size = _per_axis(pool_size)
+        self.pool = _POOL[spatial_dims](kernel_size=size, stride=size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():
@@ -137,14 +167,33 @@ class MaxPool(nn.Module):
 
 
 class Down(nn.Sequential):
-    """2x2(x2) max-pooling with stride 2, then a :class:`DoubleConv`: one step of the contracting path."""
+    """Max-pooling (2x2(x2), stride 2 by default), then a :class:`DoubleConv`: one step of the contracting path.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        out_channels: channels of the DoubleConv.
+        padding: ``"valid"`` or ``"same"``.
+        norm: MONAI ``Norm`` name or None.
+        pool_size: pooling size and stride, one for every axis or one per spatial axis.
+        kernel_size: kernel size of the DoubleConv, one for every axis or one per spatial axis.
+        mid_channels: channels of the DoubleConv's first convolution; None: ``out_channels``.
+    """
 
     def __init__(
-        self, spatial_dims: int, in_channels: int, out_channels: int, padding: str, norm: str | tuple | None
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        padding: str,
+        norm: str | tuple | None,
+        pool_size: int | Sequence[int] = 2,
+        kernel_size: int | Sequence[int] = 3,
+        mid_channels: int | None = None,
     ) -> None:
         super().__init__(
-            MaxPool(spatial_dims),
-            DoubleConv(spatial_dims, in_channels, out_channels, padding, norm),
+            MaxPool(spatial_dims, pool_size),
+            DoubleConv(spatial_dims, in_channels, out_channels, padding, norm, kernel_size, mid_channels),
         )
 
 
@@ -204,19 +253,24 @@ def _center_crop_for_autograd(skip: torch.Tensor, size: list[int]) -> torch.Tens
 
 
 class Up(nn.Module):
-    """One step of the expanding path: upsample and halve the channels, crop-and-concat the skip, DoubleConv.
+    """One step of the expanding path: upsample (halving the channels by default), crop-and-concat the skip,
+    DoubleConv.
 
     Args:
         spatial_dims: 2 or 3.
         in_channels: channels of the coarser input.
         skip_channels: channels of the skip connection from the contracting path.
-        out_channels: channels after the up-convolution and of the DoubleConv.
+        out_channels: channels of the DoubleConv (and after the up-convolution, unless ``up_channels`` is given).
         padding: ``"valid"`` or ``"same"``.
         norm: MONAI ``Norm`` name or None.
-        upsample: ``"deconv"`` (2x2 transposed convolution, stride 2: the paper's up-convolution), or an
-            interpolation mode (``"nearest"``, ``"linear"``) followed by a 1x1 convolution.
+        upsample: ``"deconv"`` (transposed convolution with kernel size and stride ``scale``: the paper's 2x2
+            up-convolution), or an interpolation mode (``"nearest"``, ``"linear"``) followed by a 1x1 convolution.
         norm_act_after_upsample: apply norm (if any) and ReLU after the up-convolution too (the blog
             network does; the paper does not).
+        scale: upsampling factor, one for every axis or one per spatial axis (the pool size of the level).
+        kernel_size: kernel size of the DoubleConv, one for every axis or one per spatial axis.
+        up_channels: channels after the up-convolution; None: ``out_channels`` (the paper halves the channels;
+            Cicek et al. 2016 keep them, ``up_channels=in_channels``).
     """
 
     def __init__(
@@ -229,29 +283,39 @@ class Up(nn.Module):
         norm: str | tuple | None,
         upsample: str = "deconv",
         norm_act_after_upsample: bool = False,
+        scale: int | Sequence[int] = 2,
+        kernel_size: int | Sequence[int] = 3,
+        up_channels: int | None = None,
     ) -> None:
         super().__init__()
+        factor = _per_axis(scale)
+        factors = [factor] * spatial_dims if isinstance(factor, int) else list(factor)
+        up_ch = out_channels if up_channels is None else up_channels
         up: list[nn.Module]
         if upsample == "deconv":
-            up = [_CONV_T[spatial_dims](in_channels, out_channels, kernel_size=2, stride=2)]
+            deconv = _CONV_T[spatial_dims](in_channels, up_ch, factor, stride=factor)  # type: ignore[arg-type]
+            up = [deconv]
         else:
             mode = _LINEAR_MODE[spatial_dims] if upsample == "linear" else upsample
             align = False if mode != "nearest" else None
+            scale_factor = float(factor) if isinstance(factor, int) else tuple(float(f) for f in factors)
             up = [
-                nn.Upsample(scale_factor=2.0, mode=mode, align_corners=align),
-                _CONV[spatial_dims](in_channels, out_channels, kernel_size=1),
+                nn.Upsample(scale_factor=scale_factor, mode=mode, align_corners=align),
+                _CONV[spatial_dims](in_channels, up_ch, kernel_size=1),
             ]
         if norm_act_after_upsample:
             if norm is not None:
-                up.append(get_norm_layer(norm, spatial_dims=spatial_dims, channels=out_channels))
+                up.append(get_norm_layer(norm, spatial_dims=spatial_dims, channels=up_ch))
             up.append(nn.ReLU(inplace=True))
         self.upsample = nn.Sequential(*up)
         self.skip_channels = skip_channels
-        self.up_channels = out_channels
-        self.conv = DoubleConv(spatial_dims, out_channels + skip_channels, out_channels, padding, norm)
+        self.up_channels = up_ch
+        self.scale: list[int] = factors
+        self.conv = DoubleConv(spatial_dims, up_ch + skip_channels, out_channels, padding, norm, kernel_size)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, in_channels, *S)``, ``skip``: ``(B, skip_channels, *S_skip)`` with ``S_skip >= 2 S``."""
+        """``x``: ``(B, in_channels, *S)``, ``skip``: ``(B, skip_channels, *S_skip)`` with ``S_skip >= scale * S``
+        -> ``(B, out_channels, *S_out)``."""
         return self.forward_from_levels(x, [skip])
 
     def forward_from_levels(self, x: torch.Tensor, levels: list[torch.Tensor]) -> torch.Tensor:
@@ -272,10 +336,14 @@ class Up(nn.Module):
                 skip = _center_crop_for_autograd(levels.pop(), size)
             merged = torch.cat([skip, up], dim=1)
         else:  # neither the skip nor the upsampled map is bound to a name: each goes once copied
-            size = [2 * s for s in x.shape[2:]]
+            size = self.upsampled_size(x)
             merged = _empty_in_layout_of(levels[-1], [x.shape[0], self.skip_channels + self.up_channels] + size)
             merged[:, : self.skip_channels].copy_(_center_crop(levels.pop(), size))
             merged[:, self.skip_channels :].copy_(self.upsample(x))
         for layer in self.conv:  # not self.conv(merged): the call would hold the concatenation to the end
             merged = layer(merged)
         return merged
+
+    def upsampled_size(self, x: torch.Tensor) -> list[int]:
+        """Spatial size of the upsampled ``x`` ``(B, in_channels, *S)``: ``scale * S`` per axis."""
+        return [self.scale[i] * x.shape[i + 2] for i in range(x.dim() - 2)]

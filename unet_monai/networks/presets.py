@@ -18,14 +18,30 @@ def paper_unet_2d(in_channels: int = 1, out_channels: int = 2, **kwargs: Any) ->
     return PaperUNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **kwargs)
 
 
-def cicek_unet_3d(in_channels: int = 1, out_channels: int = 3, **kwargs: Any) -> PaperUNet:
+def cicek_unet_3d(in_channels: int = 1, out_channels: int = 3, channel_plan: str = "paper", **kwargs: Any) -> PaperUNet:
     """The 3D U-Net of Cicek et al. (2016): valid padding, three poolings, BatchNorm before each ReLU.
 
-    132x132x116 -> 44x44x28. Deviation: the channels of a level follow the 2D scheme (both convolutions
-    of a level have the same width, 64-128-256-512, and each up-convolution halves them) instead of
-    Cicek's doubling inside a level (32/64, 64/128, ...); depth, kernels and shapes are the paper's.
+    132x132x116 -> 44x44x28. ``channel_plan="paper"`` (the default) is the paper's: in the analysis path the
+    first 3x3x3 convolution of a level has half the channels of the second (32/64, 64/128, 128/256, bottleneck
+    256/512); in the synthesis path each 2x2x2 up-convolution keeps the channels (512 -> 512), and both 3x3x3
+    convolutions after the concatenation have the level's channels (256, 128, 64). ``channel_plan="2d"`` is the 2D
+    paper's scheme at these widths (both convolutions of a level 64, 128, 256, 512; each up-convolution halves the
+    channels). ``features`` (default ``(64, 128, 256, 512)``) sets the second convolution of each level in both
+    plans; in the paper plan ``mid_features`` defaults to half of it and ``up_features`` to ``features[1:]``.
+    ``kwargs`` override any other :class:`PaperUNet` argument.
+
+    Parameters: the paper states 19,069,955, which is this network with ``in_channels=3`` and ``out_channels=3``
+    (the paper's three-channel tiles and three labels) counting neither BatchNorm's affine parameters nor the
+    up-convolutions' biases (896; with valid padding they are redundant, the next convolution's bias absorbs
+    them). Counting every parameter, this network has 19,075,523 (1 input and 2 output channels without
+    BatchNorm: 19,069,058).
     """
-    kwargs.setdefault("features", (64, 128, 256, 512))
+    if channel_plan not in ("paper", "2d"):
+        raise ValueError(f"channel_plan must be 'paper' or '2d', got {channel_plan!r}.")
+    features = tuple(kwargs.setdefault("features", (64, 128, 256, 512)))
+    if channel_plan == "paper":
+        kwargs.setdefault("mid_features", tuple(max(f // 2, 1) for f in features))
+        kwargs.setdefault("up_features", features[1:])
     kwargs.setdefault("norm", "batch")
     return PaperUNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, **kwargs)
 

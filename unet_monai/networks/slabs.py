@@ -2,10 +2,11 @@
 
 At full resolution a U-Net's inference pass holds its largest maps: the first level's two convolution outputs, and
 in the last decoder step the upsampled map, its concatenation with the skip and the two convolution outputs, each as
-large as the tile times 32 to 128 channels. Computed a slab of rows at a time (with the one-row halo each 3x3
-convolution needs), those steps hold only the skip and slab-sized temporaries; the result is the same, since
-convolutions, the up-convolution, nearest upsampling, folded BatchNorm, ReLU and the 1x1 head only look at
-neighbouring voxels. Normalisations over the whole map (instance, group, layer norm) and linear upsampling are not
+large as the tile times 32 to 128 channels. Computed a slab of rows at a time (with the halo each convolution needs:
+``k // 2`` rows per side for a kernel of ``k`` rows, none for ``k == 1``), those steps hold only the skip and
+slab-sized temporaries; the result is the same, since convolutions, the up-convolution, nearest upsampling (by the
+level's pool size along the rows, 1 included), folded BatchNorm, ReLU and the 1x1 head only look at neighbouring
+voxels. Normalisations over the whole map (instance, group, layer norm) and linear upsampling are not
 row-local and keep the whole-map path (:func:`row_local`).
 
 Rows are indices along the first spatial axis (dim 2 of ``(B, C, H, W[, D])``): outermost in memory for
@@ -54,40 +55,48 @@ def slab_bounds(rows: int, slabs: int, min_rows: int = 4) -> list[tuple[int, int
     return [(lo, min(lo + step, rows)) for lo in range(0, rows, step)]
 
 
-def _conv_rows(layer: ConvNormAct, source: RowSource, lo: int, hi: int, rows_in: int, same: bool) -> torch.Tensor:
-    """Output rows ``[lo, hi)`` of one 3x3 ``layer`` whose input (``rows_in`` rows) is read through ``source``.
+def _conv_rows(layer: ConvNormAct, source: RowSource, lo: int, hi: int, rows_in: int) -> torch.Tensor:
+    """Output rows ``[lo, hi)`` of one convolution ``layer`` whose input (``rows_in`` rows) is read through ``source``.
 
-    Valid: output row r comes from input rows r .. r + 2. Same: rows ``lo - 1 .. hi`` of the input, with the row
-    axis left unpadded inside the map; where the slab meets the map's border, the layer's own zero padding is
-    the real one, and the one row it yields beyond the slab is dropped.
+    With a kernel of ``k`` rows and ``h = k // 2``: unpadded along the rows (valid, or ``k == 1``), output row r comes
+    from input rows r .. r + k - 1. Zero-padded (same): rows ``lo - h .. hi + h - 1`` of the input, with the row
+    axis left unpadded inside the map; where the slab meets the map's border, the layer's own zero padding is the
+    real one, and the rows it yields beyond the slab are dropped.
     """
-    if not same:
-        return layer(source(lo, hi + 2))
-    if lo == 0 or hi == rows_in:
-        first, last = max(lo - 1, 0), min(hi + 1, rows_in)
-        return layer(source(first, last)).narrow(2, lo - first, hi - lo)
     conv: nn.Conv2d | nn.Conv3d = layer[0]  # type: ignore[assignment]
-    return layer.forward_with_padding(source(lo - 1, hi + 1), [0] + [1] * (conv.weight.dim() - 3))
+    padding: tuple[int, ...] = conv.padding  # type: ignore[assignment]  # never a string: ConvNormAct pads by ints
+    k, pad = conv.kernel_size[0], padding[0]
+    if pad == 0:
+        return layer(source(lo, hi + k - 1))
+    if lo - pad < 0 or hi + pad > rows_in:
+        first, last = max(lo - pad, 0), min(hi + pad, rows_in)
+        return layer(source(first, last)).narrow(2, lo - first, hi - lo)
+    return layer.forward_with_padding(source(lo - pad, hi + pad), [0, *padding[1:]])
+
+
+def _conv_rows_out(layer: nn.Module, rows_in: int) -> int:
+    """Rows of one convolution layer's output for ``rows_in`` input rows."""
+    conv: nn.Conv2d | nn.Conv3d = layer[0]  # type: ignore[index]
+    return rows_in + 2 * conv.padding[0] - conv.kernel_size[0] + 1  # type: ignore[index,operator]
 
 
 def _double_conv_rows(block: DoubleConv, source: RowSource, lo: int, hi: int, rows_in: int) -> torch.Tensor:
     """Output rows ``[lo, hi)`` of ``block`` on an input of ``rows_in`` rows read through ``source``."""
     first, second = block[0], block[1]
-    same = first[0].padding[0] == 1  # type: ignore[index]
-    rows_mid = rows_in if same else rows_in - 2
+    rows_mid = _conv_rows_out(first, rows_in)
     return _conv_rows(
         second,  # type: ignore[arg-type]
-        lambda a, b: _conv_rows(first, source, a, b, rows_in, same),  # type: ignore[arg-type]
+        lambda a, b: _conv_rows(first, source, a, b, rows_in),  # type: ignore[arg-type]
         lo,
         hi,
         rows_mid,
-        same,
     )
 
 
 def _rows_out(block: DoubleConv, rows_in: int) -> int:
-    """Rows of ``block``'s output for ``rows_in`` input rows: the same (same padding) or 4 fewer (valid)."""
-    return rows_in if block[0][0].padding[0] == 1 else rows_in - 4  # type: ignore[index]
+    """Rows of ``block``'s output for ``rows_in`` input rows: the same (same padding) or ``2 (k - 1)`` fewer
+    (valid, ``k`` the kernel's rows)."""
+    return _conv_rows_out(block[1], _conv_rows_out(block[0], rows_in))
 
 
 def _write_rows(out: torch.Tensor | None, part: torch.Tensor, lo: int, shape: list[int]) -> torch.Tensor:
@@ -120,17 +129,19 @@ def last_up_in_slabs(
     """``head(up(x, skip))`` for an eval-mode, :func:`row_local` ``up`` and a pointwise ``head`` (1x1 convolution,
     then an optional sigmoid or softmax), computed in up to ``slabs`` slabs of rows.
 
-    ``x``: ``(B, C_in, *S)``, ``skip``: ``(B, C_skip, *S_skip)`` with ``S_skip >= 2 S`` -> ``(B, C_head, *S_out)``.
-    The upsampled map, its concatenation with the skip and the two convolution outputs exist one slab at a time;
-    an up-convolution or nearest upsampling makes output row r from input row r // 2.
+    ``x``: ``(B, C_in, *S)``, ``skip``: ``(B, C_skip, *S_skip)`` with ``S_skip >= up.scale * S`` ->
+    ``(B, C_head, *S_out)``. The upsampled map, its concatenation with the skip and the two convolution outputs
+    exist one slab at a time; an up-convolution or nearest upsampling by ``p`` along the rows (the level's pool size,
+    1 for no pooling) makes output row r from input row r // p.
     """
-    size = [2 * s for s in x.shape[2:]]
+    size = up.upsampled_size(x)
     skip = _center_crop(skip, size)  # a view
     rows_in = size[0]
+    scale = up.scale[0]
 
     def merged(lo: int, hi: int) -> torch.Tensor:
-        first, last = lo // 2, (hi + 1) // 2
-        upsampled = up.upsample(x.narrow(2, first, last - first)).narrow(2, lo - 2 * first, hi - lo)
+        first, last = lo // scale, -(-hi // scale)
+        upsampled = up.upsample(x.narrow(2, first, last - first)).narrow(2, lo - scale * first, hi - lo)
         return torch.cat([skip.narrow(2, lo, hi - lo), upsampled], dim=1)
 
     rows_out = _rows_out(up.conv, rows_in)  # type: ignore[arg-type]

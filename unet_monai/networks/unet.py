@@ -1,8 +1,11 @@
-"""The paper-style U-Net (Ronneberger et al. 2015) and its 3D form (Cicek et al. 2016) as a MONAI network."""
+"""The paper-style U-Net (Ronneberger et al. 2015) and its 3D form (Cicek et al. 2016) as a MONAI network, with
+per-level (anisotropic) pooling and kernel sizes."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,15 +21,41 @@ _FINAL_ACTS = (None, "sigmoid", "softmax")
 
 
 class Encoder(nn.Module):
-    """The contracting path: a DoubleConv, then ``len(features) - 1`` Down steps. Returns every level."""
+    """The contracting path: a DoubleConv, then ``len(features) - 1`` Down steps. Returns every level.
+
+    ``pool_sizes`` has one entry per Down step, ``kernel_sizes`` and ``mid_features`` one per level (see
+    :class:`PaperUNet`).
+    """
 
     def __init__(
-        self, spatial_dims: int, in_channels: int, features: Sequence[int], padding: str, norm: str | tuple | None
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        features: Sequence[int],
+        padding: str,
+        norm: str | tuple | None,
+        pool_sizes: Sequence[Sequence[int]],
+        kernel_sizes: Sequence[Sequence[int]],
+        mid_features: Sequence[int],
     ) -> None:
         super().__init__()
-        self.stem = DoubleConv(spatial_dims, in_channels, features[0], padding, norm)
+        self.stem = DoubleConv(
+            spatial_dims, in_channels, features[0], padding, norm, _size(kernel_sizes[0]), mid_features[0]
+        )
         self.downs = nn.ModuleList(
-            [Down(spatial_dims, features[i], features[i + 1], padding, norm) for i in range(len(features) - 1)]
+            [
+                Down(
+                    spatial_dims,
+                    features[i],
+                    features[i + 1],
+                    padding,
+                    norm,
+                    _size(pool_sizes[i]),
+                    _size(kernel_sizes[i + 1]),
+                    mid_features[i + 1],
+                )
+                for i in range(len(features) - 1)
+            ]
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -43,7 +72,11 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """The expanding path: one Up step per pooling, from the bottleneck back to the finest level."""
+    """The expanding path: one Up step per pooling, from the bottleneck back to the finest level.
+
+    The Up step of level ``i`` upsamples by ``pool_sizes[i]`` to ``up_features[i]`` channels and convolves with
+    ``kernel_sizes[i]`` (see :class:`PaperUNet`).
+    """
 
     def __init__(
         self,
@@ -53,6 +86,9 @@ class Decoder(nn.Module):
         norm: str | tuple | None,
         upsample: str,
         norm_act_after_upsample: bool,
+        pool_sizes: Sequence[Sequence[int]],
+        kernel_sizes: Sequence[Sequence[int]],
+        up_features: Sequence[int],
     ) -> None:
         super().__init__()
         self.ups = nn.ModuleList(
@@ -66,6 +102,9 @@ class Decoder(nn.Module):
                     norm,
                     upsample,
                     norm_act_after_upsample,
+                    _size(pool_sizes[i]),
+                    _size(kernel_sizes[i]),
+                    up_features[i],
                 )
                 for i in reversed(range(len(features) - 1))
             ]
@@ -80,8 +119,47 @@ class Decoder(nn.Module):
         return x
 
 
+def _size(per_axis: Sequence[int]) -> int | tuple[int, ...]:
+    """A per-axis size as one int when it is the same along every axis (the layers then build exactly as before
+    per-axis sizes existed), else as a tuple."""
+    return per_axis[0] if len(set(per_axis)) == 1 else tuple(per_axis)
+
+
+def _per_axis_entries(name: str, value: Sequence[Any], count: int, spatial_dims: int) -> tuple[tuple[int, ...], ...]:
+    """``count`` entries, each an int or a list of ``spatial_dims`` ints, as tuples of ``spatial_dims`` ints >= 1."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != count:
+        raise ValueError(
+            f"{name} must list {count} entries (each an int or {spatial_dims} ints, one per spatial axis), "
+            f"got {value!r}."
+        )
+    entries = []
+    for entry in value:
+        sizes = [entry] * spatial_dims if isinstance(entry, int) else entry
+        if (
+            isinstance(sizes, (str, bytes))
+            or not isinstance(sizes, Sequence)
+            or len(sizes) != spatial_dims
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes)
+        ):
+            raise ValueError(
+                f"{name} entries must each be an int >= 1 or {spatial_dims} ints >= 1 (one per spatial axis), "
+                f"got {entry!r} in {value!r}."
+            )
+        entries.append(tuple(int(s) for s in sizes))
+    return tuple(entries)
+
+
+def _channel_list(name: str, value: Sequence[int], count: int, what: str) -> tuple[int, ...]:
+    """``count`` positive channel counts as a tuple."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != count:
+        raise ValueError(f"{name} must list {count} positive channel counts ({what}), got {value!r}.")
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in value):
+        raise ValueError(f"{name} must list {count} positive channel counts ({what}), got {value!r}.")
+    return tuple(int(c) for c in value)
+
+
 class PaperUNet(nn.Module):
-    """The U-Net of Ronneberger et al. (2015), in 2D or 3D, with valid or same 3x3 convolutions.
+    """The U-Net of Ronneberger et al. (2015), in 2D or 3D, with valid or same convolutions.
 
     Contracting path: per level two 3x3 convolutions with ReLU, then 2x2 max-pooling with stride 2.
     Expanding path: a 2x2 up-convolution that halves the channels, concatenation with the centre-cropped
@@ -91,7 +169,11 @@ class PaperUNet(nn.Module):
 
     Deviations from the paper, all opt-in: ``padding="same"``; ``norm`` (BatchNorm as in Cicek et al.
     2016, or any MONAI ``Norm``); interpolation ``upsample`` instead of the up-convolution;
-    ``norm_act_after_upsample``, ``final_kernel_size`` and ``final_act`` (for the blog network).
+    ``norm_act_after_upsample``, ``final_kernel_size`` and ``final_act`` (for the blog network); anisotropic
+    ``pool_sizes`` and ``kernel_sizes`` per level (as nnU-Net plans them for, say, 0.8 x 0.8 x 5 mm voxels);
+    ``mid_features`` and ``up_features`` (Cicek et al.'s 3D channel plan, :func:`cicek_unet_3d`).
+
+    All sizes are in voxels. Spatial axes are those of the input ``(B, C, H, W[, D])``: axis 0 is ``H``.
 
     Args:
         spatial_dims: 2 or 3.
@@ -100,14 +182,29 @@ class PaperUNet(nn.Module):
         features: channels per level, finest first; ``len(features) - 1`` poolings. The paper's
             ``(64, 128, 256, 512, 1024)`` by default.
         padding: ``"valid"`` (the paper: the output is smaller than the input, see :meth:`output_shape`)
-            or ``"same"`` (the output has the input's shape; each size must be divisible by
-            ``2 ** (len(features) - 1)``).
+            or ``"same"`` (the output has the input's shape; each size must be divisible by the product of that
+            axis' pool sizes, :attr:`pool_grid`).
         norm: None (the paper) or a MONAI ``Norm`` name such as ``"batch"`` or ``"instance"``.
         dropout: dropout probability at the end of the contracting path (the paper uses drop-out there).
-        upsample: ``"deconv"`` (the paper's 2x2 up-convolution), ``"nearest"`` or ``"linear"``.
+        upsample: ``"deconv"`` (the paper's up-convolution, kernel size and stride the level's pool size),
+            ``"nearest"`` or ``"linear"``.
         norm_act_after_upsample: also apply norm and ReLU after each up-convolution.
         final_kernel_size: kernel size of the last convolution, 1 (the paper) or 3.
         final_act: None (logits, the paper), ``"sigmoid"`` or ``"softmax"``.
+        pool_sizes: one entry per pooling, finest first (``len(features) - 1``), each an int or one int per
+            spatial axis: max-pooling size and stride, and the up-convolution's size and stride on the way back
+            up; 1 along an axis means no pooling along it. None: 2 everywhere (the paper). Example for thick
+            slices along the last axis: ``[[2, 2, 1], [2, 2, 1], [2, 2, 2]]``.
+        kernel_sizes: one entry per level, bottleneck included (``len(features)``), each an odd int or one
+            odd int per spatial axis: the kernel of both convolutions of that level, in the contracting and
+            the expanding path; 1 along an axis means no context along it. None: 3 everywhere (the paper).
+            Example: ``[[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3]]``.
+        mid_features: channels of the first convolution of each contracting-path level, bottleneck included
+            (``len(features)``). None: the level's ``features`` (the paper). Cicek et al. use half:
+            ``(32, 64, 128, 256)`` for features ``(64, 128, 256, 512)``.
+        up_features: channels out of each up-convolution, finest first (``len(features) - 1``). None: the
+            finer level's ``features`` (the paper halves the channels). Cicek et al. keep them:
+            ``features[1:]``.
 
     Attributes:
         inference_slabs: in eval mode without autograd, the first level and the last decoder step (the
@@ -122,10 +219,21 @@ class PaperUNet(nn.Module):
         net = PaperUNet(spatial_dims=2, in_channels=1, out_channels=2)
         net.output_shape((572, 572))  # (388, 388)
         net(torch.zeros(1, 1, 572, 572)).shape  # torch.Size([1, 2, 388, 388])
+
+        ct = PaperUNet(3, 1, 2, features=(8, 16, 32, 64), pool_sizes=[[2, 2, 1], [2, 2, 1], [2, 2, 2]],
+                       kernel_sizes=[[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3]])
+        ct.context  # (44, 44, 8): voxels lost per side, per axis
     """
 
     # Shape arithmetic is Python-side only; TorchScript compiles just the forward path.
-    __jit_unused_properties__ = ["depth", "context", "_trim"]
+    __jit_unused_properties__ = [
+        "depth",
+        "context",
+        "context_per_axis",
+        "pool_grid",
+        "min_input_shape",
+        "isotropic",
+    ]
 
     def __init__(
         self,
@@ -140,6 +248,10 @@ class PaperUNet(nn.Module):
         norm_act_after_upsample: bool = False,
         final_kernel_size: int = 1,
         final_act: str | None = None,
+        pool_sizes: Sequence[int | Sequence[int]] | None = None,
+        kernel_sizes: Sequence[int | Sequence[int]] | None = None,
+        mid_features: Sequence[int] | None = None,
+        up_features: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -158,18 +270,52 @@ class PaperUNet(nn.Module):
             raise ValueError(f"final_act must be one of {_FINAL_ACTS}, got {final_act!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be >= 0 and < 1, got {dropout}.")
+        self.features = tuple(int(f) for f in features)
+        levels = len(self.features)
+        self.pool_sizes = _per_axis_entries(
+            "pool_sizes", [2] * (levels - 1) if pool_sizes is None else pool_sizes, levels - 1, spatial_dims
+        )
+        self.kernel_sizes = _per_axis_entries(
+            "kernel_sizes", [3] * levels if kernel_sizes is None else kernel_sizes, levels, spatial_dims
+        )
+        if any(k % 2 == 0 for entry in self.kernel_sizes for k in entry):
+            raise ValueError(f"kernel_sizes must be odd (a centred kernel), got {kernel_sizes!r}.")
+        self.mid_features = _channel_list(
+            "mid_features", self.features if mid_features is None else mid_features, levels, "one per level"
+        )
+        self.up_features = _channel_list(
+            "up_features", self.features[:-1] if up_features is None else up_features, levels - 1, "one per pooling"
+        )
 
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.features = tuple(int(f) for f in features)
         self.padding = padding
         self.final_kernel_size = final_kernel_size
         self.inference_slabs = 8
 
-        self.encoder = Encoder(spatial_dims, in_channels, self.features, padding, norm)
+        self.encoder = Encoder(
+            spatial_dims,
+            in_channels,
+            self.features,
+            padding,
+            norm,
+            self.pool_sizes,
+            self.kernel_sizes,
+            self.mid_features,
+        )
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.decoder = Decoder(spatial_dims, self.features, padding, norm, upsample, norm_act_after_upsample)
+        self.decoder = Decoder(
+            spatial_dims,
+            self.features,
+            padding,
+            norm,
+            upsample,
+            norm_act_after_upsample,
+            self.pool_sizes,
+            self.kernel_sizes,
+            self.up_features,
+        )
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         final_pad = final_kernel_size // 2 if padding == "same" else 0
         self.head = conv(self.features[0], out_channels, final_kernel_size, padding=final_pad)
@@ -194,59 +340,95 @@ class PaperUNet(nn.Module):
         return len(self.features) - 1
 
     @property
-    def _trim(self) -> int:
-        """Voxels one DoubleConv removes along an axis (both sides together)."""
-        return 4 if self.padding == "valid" else 0
+    def isotropic(self) -> bool:
+        """Whether every pool size and kernel size is the same along all axes (then :attr:`context` is an int)."""
+        return all(len(set(entry)) == 1 for entry in self.pool_sizes + self.kernel_sizes)
 
-    def _output_size_1d(self, size: int) -> int | None:
-        """Output size along one axis, or None when ``size`` does not fit the network."""
-        trim = self._trim
-        for _ in range(self.depth):
-            size -= trim
-            if size < 2 or size % 2:
+    @property
+    def pool_grid(self) -> tuple[int, ...]:
+        """Product of the pool sizes along each axis: valid input sizes along an axis are this far apart, and a
+        tile whose corner lies on a multiple of it sees the whole image's pooling grid (``2 ** depth`` per axis
+        for the paper's net)."""
+        return tuple(math.prod(entry[axis] for entry in self.pool_sizes) for axis in range(self.spatial_dims))
+
+    def _trims(self, axis: int) -> list[int]:
+        """Voxels one DoubleConv of each level removes along ``axis`` (both sides together), finest first."""
+        if self.padding == "same":
+            return [0] * len(self.features)
+        return [2 * (entry[axis] - 1) for entry in self.kernel_sizes]
+
+    def _output_size_1d(self, size: int, axis: int) -> int | None:
+        """Output size along ``axis``, or None when ``size`` does not fit the network."""
+        trims = self._trims(axis)
+        pools = [entry[axis] for entry in self.pool_sizes]
+        for level in range(self.depth):
+            size -= trims[level]
+            if size < pools[level] or size % pools[level]:
                 return None
-            size //= 2
-        size -= trim
+            size //= pools[level]
+        size -= trims[-1]
         if size < 1:
             return None
-        for _ in range(self.depth):
-            size = 2 * size - trim
+        for level in reversed(range(self.depth)):
+            size = pools[level] * size - trims[level]
             if size < 1:
                 return None
         if self.padding == "valid":
             size -= self.final_kernel_size - 1
         return size if size >= 1 else None
 
-    def _input_size_from_bottleneck(self, bottleneck: int) -> int:
-        size = bottleneck + self._trim
-        for _ in range(self.depth):
-            size = 2 * size + self._trim
+    def _input_size_from_bottleneck(self, bottleneck: int, axis: int) -> int:
+        trims = self._trims(axis)
+        size = bottleneck + trims[-1]
+        for level in reversed(range(self.depth)):
+            size = self.pool_sizes[level][axis] * size + trims[level]
         return size
 
-    def _smallest_valid_input_size(self) -> int:
+    def _smallest_valid_input_size(self, axis: int) -> int:
         bottleneck = 1
-        while self._output_size_1d(self._input_size_from_bottleneck(bottleneck)) is None:
+        while self._output_size_1d(self._input_size_from_bottleneck(bottleneck, axis), axis) is None:
             bottleneck += 1
-        return self._input_size_from_bottleneck(bottleneck)
+        return self._input_size_from_bottleneck(bottleneck, axis)
 
-    def nearest_valid_input_sizes(self, size: int) -> tuple[int, ...]:
-        """The valid input sizes nearest to ``size`` along one axis: ``size`` itself if valid, else the
-        largest valid size below (if any) and the smallest above, in voxels."""
-        if self._output_size_1d(size) is not None:
+    @property
+    def min_input_shape(self) -> tuple[int, ...]:
+        """The smallest valid spatial input shape, one size per axis in voxels (see :meth:`check_fits`)."""
+        return tuple(self._smallest_valid_input_size(axis) for axis in range(self.spatial_dims))
+
+    def _check_axis(self, axis: int) -> None:
+        if not 0 <= axis < self.spatial_dims:
+            raise ValueError(f"axis must be in [0, {self.spatial_dims}), got {axis}.")
+
+    def nearest_valid_input_sizes(self, size: int, axis: int = 0) -> tuple[int, ...]:
+        """The valid input sizes nearest to ``size`` along ``axis``: ``size`` itself if valid, else the largest
+        valid size below (if any) and the smallest above, in voxels."""
+        self._check_axis(axis)
+        if self._output_size_1d(size, axis) is not None:
             return (size,)
-        step = 2**self.depth
-        smallest = self._smallest_valid_input_size()
+        step = self.pool_grid[axis]
+        smallest = self._smallest_valid_input_size(axis)
         if size < smallest:
             return (smallest,)
         below = smallest + (size - smallest) // step * step
         return (below, below + step)
 
+    def _valid_sizes_rule(self, axis: int) -> str:
+        step, smallest = self.pool_grid[axis], self._smallest_valid_input_size(axis)
+        if self.padding == "valid":
+            offset = smallest % step
+            return f"{step}*n + {offset}" if step > 1 else "any size"
+        return f"a multiple of {step}" if step > 1 else "any size"
+
+    def _check_shape_length(self, name: str, shape: tuple[int, ...]) -> None:
+        if len(shape) != self.spatial_dims:
+            raise ValueError(f"{name} must have {self.spatial_dims} sizes (one per spatial axis), got {shape}.")
+
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        """Spatial output shape for a spatial input shape ``(H, W[, D])``, in voxels.
+        """Spatial output shape for a spatial input shape ``(H, W[, D])``, per axis in voxels.
 
         Raises:
-            ValueError: if the input shape does not fit: a size is odd before a pooling or too small. The
-                message names the nearest valid sizes.
+            ValueError: if the input shape does not fit: along some axis a size does not divide by a pool size
+                or is too small. The message names, per axis, the size and the nearest valid sizes.
         """
         input_shape = tuple(int(s) for s in input_shape)
         if len(input_shape) != self.spatial_dims:
@@ -254,47 +436,78 @@ class PaperUNet(nn.Module):
         out = []
         problems = []
         for axis, size in enumerate(input_shape):
-            size_out = self._output_size_1d(size)
+            size_out = self._output_size_1d(size, axis)
             if size_out is None:
-                near = " or ".join(str(s) for s in self.nearest_valid_input_sizes(size))
-                problems.append(f"axis {axis}: {size} (nearest valid sizes: {near})")
+                near = " and ".join(str(s) for s in self.nearest_valid_input_sizes(size, axis))
+                problems.append(
+                    f"input size {size} along axis {axis} is not valid: nearest valid sizes {near} (valid sizes "
+                    f"along axis {axis} are {self._valid_sizes_rule(axis)}, at least "
+                    f"{self._smallest_valid_input_size(axis)})"
+                )
             else:
                 out.append(size_out)
         if problems:
-            rule = (
-                f"{2**self.depth}*n + {self._input_size_from_bottleneck(0)}"
-                if self.padding == "valid"
-                else f"a multiple of {2**self.depth}"
-            )
             raise ValueError(
-                f"input spatial shape {input_shape} does not fit this {self.padding}-padding U-Net with "
-                f"{self.depth} poolings; each size must be {rule}, at least {self._smallest_valid_input_size()}. "
-                f"Got " + "; ".join(problems) + "."
+                f"input spatial shape {input_shape} does not fit this {self.padding}-padding U-Net with pool sizes "
+                f"{[list(p) for p in self.pool_sizes]}: " + "; ".join(problems) + "."
             )
         return tuple(out)
 
     def input_shape_for(self, output_shape: Sequence[int]) -> tuple[int, ...]:
-        """The smallest valid spatial input shape whose output covers ``output_shape`` (voxels per axis)."""
+        """The smallest valid spatial input shape whose output covers ``output_shape`` ``(H, W[, D])``, per axis in
+        voxels."""
+        wanted = tuple(int(s) for s in output_shape)
+        self._check_shape_length("output_shape", wanted)
+        if any(s < 1 for s in wanted):
+            raise ValueError(f"output_shape sizes must be >= 1, got {wanted}.")
         shape = []
-        for size in output_shape:
-            if int(size) < 1:
-                raise ValueError(f"output_shape sizes must be >= 1, got {tuple(output_shape)}.")
-            candidate = self._smallest_valid_input_size()
-            while self._output_size_1d(candidate) < int(size):  # type: ignore[operator]
-                candidate += 2**self.depth
+        for axis, size in enumerate(wanted):
+            candidate = self._smallest_valid_input_size(axis)
+            while self._output_size_1d(candidate, axis) < size:  # type: ignore[operator]
+                candidate += self.pool_grid[axis]
             shape.append(candidate)
         return tuple(shape)
 
     @property
-    def context(self) -> int:
+    def context_per_axis(self) -> tuple[int, ...]:
+        """Voxels lost per side along each axis: input and output differ by ``2 * context_per_axis[a]`` along
+        axis ``a`` (all 0 for same padding)."""
+        if self.padding == "same":
+            return (0,) * self.spatial_dims
+        context = []
+        for axis in range(self.spatial_dims):
+            smallest = self._smallest_valid_input_size(axis)
+            context.append((smallest - self._output_size_1d(smallest, axis)) // 2)  # type: ignore[operator]
+        return tuple(context)
+
+    @property
+    def context(self) -> int | tuple[int, ...]:
         """Voxels lost per side of each axis: 92 for the 2D paper net, 0 for same padding.
 
-        With valid padding, input and output differ by ``2 * context`` along every axis.
+        An int for an :attr:`isotropic` configuration (every axis loses the same), else a tuple per axis as
+        :attr:`context_per_axis`. With valid padding, input and output differ by ``2 * context`` along every axis.
         """
-        if self.padding == "same":
-            return 0
-        smallest = self._smallest_valid_input_size()
-        return (smallest - self._output_size_1d(smallest)) // 2  # type: ignore[operator]
+        per_axis = self.context_per_axis
+        return per_axis[0] if self.isotropic else per_axis
+
+    def check_fits(self, volume_shape: Sequence[int]) -> None:
+        """Check that a volume of spatial shape ``(H, W[, D])`` is at least the smallest valid input along every
+        axis (:attr:`min_input_shape`, in voxels), so that tiles of valid sizes can be cut from it.
+
+        Raises:
+            ValueError: naming the axis, the volume's size along it and the minimum, for the first axis that is
+                too small (a caller can then refuse the volume or mirror-pad it to the minimum).
+        """
+        shape = tuple(int(s) for s in volume_shape)
+        self._check_shape_length("volume_shape", shape)
+        for axis, (size, minimum) in enumerate(zip(shape, self.min_input_shape)):
+            if size < minimum:
+                raise ValueError(
+                    f"volume_shape must be at least {minimum} voxels along axis {axis} (the smallest valid input "
+                    f"of this network along that axis), got {size} (volume shape {shape}); pad the volume (for "
+                    f"example by mirroring) to at least {minimum} or use a network with fewer poolings along "
+                    f"axis {axis}."
+                )
 
     # ---------------------------------------------------------------- forward
     @torch.jit.unused
@@ -311,8 +524,8 @@ class PaperUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, H, W[, D])`` -> ``(B, out_channels, *output_shape((H, W[, D])))``.
 
-        With valid padding the output is the centre of the input, ``context`` voxels smaller per side;
-        with same padding each spatial size must be divisible by ``2 ** depth``.
+        With valid padding the output is the centre of the input, ``context_per_axis`` voxels smaller per side;
+        with same padding each spatial size must be divisible by that axis' :attr:`pool_grid`.
         """
         if not torch.jit.is_scripting():
             self._check_input(x)
@@ -328,7 +541,7 @@ class PaperUNet(nn.Module):
         row-local blocks (see :mod:`unet_monai.networks.slabs`), a 1x1 head, enough rows for two slabs."""
         if self.inference_slabs < 2 or torch.is_grad_enabled() or self.training:
             return False
-        if x.shape[2] < 8 + 2 * self.context:
+        if x.shape[2] < 8 + 2 * self.context_per_axis[0]:
             return False
         blocks = (self.encoder.stem, self.decoder.ups[-1], self.head)
         return all(_slabs.row_local(block) for block in blocks)
