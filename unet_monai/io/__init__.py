@@ -9,11 +9,23 @@ from unet_monai.io.memmap import LoadMemmapNiftid, MemmapNiftiReader, view_colla
 from unet_monai.io.paths import contained_path, safe_filename
 from unet_monai.io.readers import StrictLoadImaged
 from unet_monai.io.tiff import TiffStackReader
-from unet_monai.io.writers import AtomicNibabelWriter
+from unet_monai.io.writers import (
+    AtomicNibabelWriter,
+    AtomicPILWriter,
+    AtomicTiffWriter,
+    SaveLabels,
+    SaveLabelsd,
+    label_suffix,
+)
 
 __all__ = [
     "atomic_path",
     "AtomicNibabelWriter",
+    "AtomicPILWriter",
+    "AtomicTiffWriter",
+    "SaveLabels",
+    "SaveLabelsd",
+    "label_suffix",
     "StrictLoadImaged",
     "TiffStackReader",
     "DicomSeriesReader",

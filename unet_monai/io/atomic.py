@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -25,8 +26,10 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
             (``".tmp.nii.gz"``).
 
     Raises:
-        OSError: the write failed (a full disk, ``ENOSPC``; a file size limit, ``EFBIG``; no permission): the
-            same ``errno``, with a message that names ``target`` and says what was left there.
+        OSError: the write failed (a full disk, ``ENOSPC``; a quota, ``EDQUOT``; a file size limit, ``EFBIG``; a
+            read-only file system, ``EROFS``; no permission, ``EACCES``; a file where a folder should be,
+            ``ENOTDIR``/``EEXIST``): the same ``errno``, with a message that names ``target``, the cause and what
+            was left there.
         RuntimeError: the writer failed otherwise (``torch.save`` reports a full disk as ``RuntimeError``
             "unexpected pos"): the message names ``target`` and the free space; chained from the writer's error.
     """
@@ -41,13 +44,23 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
         yield tmp
         os.replace(tmp, target)
     except OSError as err:
-        message = f"cannot write {target}: {err.strerror or err} ({_left(target)})"
+        message = f"cannot write {target}: {_cause(err, target)} ({_left(target)})"
         raise (OSError(err.errno, message) if err.errno else OSError(message)) from err
     except Exception as err:  # any writer's failure: name the file it was writing
         raise RuntimeError(f"cannot write {target}: {type(err).__name__}: {err} ({_left(target)})") from err
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)  # only still there when writing failed
+
+
+def _cause(err: OSError, target: Path) -> str:
+    """The cause of a failed write in words: the system's message, or for a file where a folder should be
+    (``mkdir`` raises ``EEXIST``, ``open`` ``ENOTDIR``) which file blocks the path."""
+    if err.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"{blocker} is a file, not a folder"
+    return err.strerror or str(err)
 
 
 def _umask() -> int:
