@@ -144,3 +144,27 @@ def test_dciodvfy_fixture_reports_errors(tmp_path, dciodvfy):
     ds.save_as(tmp_path / "broken.dcm")
     with pytest.raises(pytest.fail.Exception, match="StudyInstanceUID"):
         dciodvfy(tmp_path / "broken.dcm")
+
+
+def test_seg_of_a_single_file_series(tmp_path, dciodvfy):
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("CT_small.dcm")
+    label = np.zeros((128, 128, 1), dtype=np.uint8)
+    label[40:80, 30:90, 0] = 1
+    written = write_dicom_seg(label, path, tmp_path / "small.dcm", {1: "box"})
+    dciodvfy(written)
+    seg = hd.seg.segread(written)
+    uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+    assert int(seg.get_pixels_by_source_instance([uid], segment_numbers=[1]).sum()) == 40 * 60
+
+
+def test_seg_of_a_multiframe_series_is_refused_naming_the_variant(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("eCT_Supplemental.dcm")
+    with pytest.raises(ValueError, match=r"eCT_Supplemental\.dcm: DICOM SEG output .* enhanced multi-frame"):
+        seg_sources(path)
+    with pytest.raises(ValueError, match="enhanced multi-frame"):
+        write_dicom_seg(np.ones((512, 512, 2), np.uint8), path, tmp_path / "e.dcm", {1: "all"})
+    assert not (tmp_path / "e.dcm").exists()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from monai.data import ImageReader
 from monai.utils import MetaKeys, SpaceKeys
+
+from unet_monai.io.dicom_frames import ACQUISITION_KEYS, choose_acquisition
 
 __all__ = ["DicomSeriesReader", "DicomSeries", "find_dicom_series"]
 
@@ -38,6 +40,7 @@ _PLANE_CLASSES = {
 }
 _SLICE_KEYS = ("SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient")
 _IRREGULAR = ("error", "resample")
+_NOT_IMAGES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "ECG"}
 
 
 @dataclass
@@ -54,25 +57,38 @@ class DicomSeries:
 
 
 def find_dicom_series(folder: str | os.PathLike, recursive: bool = False) -> dict[str, DicomSeries]:
-    """Group the DICOM image files of ``folder`` by SeriesInstanceUID; other files are skipped.
+    """Group the DICOM image files of ``folder`` (or the one file ``folder``) by SeriesInstanceUID.
 
-    A file counts as an image slice when pydicom reads it and it has SeriesInstanceUID, ImagePositionPatient
-    and ImageOrientationPatient; SEG, RTSTRUCT, DICOMDIR and non-DICOM files (no ``DICM`` marker) are left out.
+    A file counts as an image when pydicom reads it, it has Rows, and it has plane geometry: SeriesInstanceUID
+    with ImagePositionPatient and ImageOrientationPatient, or functional groups (enhanced multi-frame). SEG,
+    RTSTRUCT, SR, DICOMDIR, images without plane geometry and non-DICOM files (no ``DICM`` marker) are left out.
     A DICOM file whose header cannot be parsed, or a CT, MR or PET image without those fields (which the
     standard requires: a truncated file), raises ``ValueError`` naming it instead of silently dropping a slice.
     """
+    return _scan(folder, recursive)[0]
+
+
+def _scan(source: str | os.PathLike, recursive: bool) -> tuple[dict[str, DicomSeries], list[str]]:
+    """The series of a folder or file, and one line per DICOM file left out (why)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"DICOM folder {root} does not exist or is not a folder.")
-    paths = sorted(p for p in (root.rglob("*") if recursive else root.iterdir()) if p.is_file())
+    root = Path(source)
+    single = root.is_file()
+    if single:
+        paths = [root]
+    elif root.is_dir():
+        paths = sorted(p for p in (root.rglob("*") if recursive else root.iterdir()) if p.is_file())
+    else:
+        raise FileNotFoundError(f"DICOM input {root} does not exist (give a folder holding a series, or one file).")
     series: dict[str, DicomSeries] = {}
+    skipped: list[str] = []
     for path in paths:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except InvalidDicomError as err:  # no 'DICM' marker: not a DICOM file
+            if single:
+                raise ValueError(f"{path} is not a DICOM file ({err}).") from err
             logger.debug("skipping %s: not a DICOM file (%s)", path, err)
             continue
         except Exception as err:  # pydicom raises many types on a damaged header
@@ -80,35 +96,85 @@ def find_dicom_series(folder: str | os.PathLike, recursive: bool = False) -> dic
                 f"{path} is a DICOM file whose header cannot be read ({type(err).__name__}: {err}); "
                 "repair it or move it out of the folder."
             ) from err
-        missing = [k for k in _SLICE_KEYS if k not in ds]
-        if missing:
-            sop_class = _text(ds, "SOPClassUID", path) or _text(
-                getattr(ds, "file_meta", {}), "MediaStorageSOPClassUID", path
-            )
-            if sop_class in _PLANE_CLASSES:
-                raise ValueError(
-                    f"{path} is a {_PLANE_CLASSES[sop_class]} file without {', '.join(missing)}: it is truncated or "
-                    "damaged; repair it or move it out of the folder."
-                )
-            logger.debug("skipping %s: not an image slice (no series UID or geometry)", path)
+        reason = _not_an_image(ds, path, single)
+        if reason is not None:
+            logger.debug("skipping %s: %s", path, reason)
+            skipped.append(f"{path}: {reason}")
             continue
         uid = _text(ds, "SeriesInstanceUID", path)  # may be empty in anonymised data: one group
         entry = series.setdefault(
             uid, DicomSeries(uid, _text(ds, "Modality", path), _text(ds, "SeriesDescription", path))
         )
         entry.files.append(str(path))
-    return series
+    return series, skipped
+
+
+def _not_an_image(ds: Any, path: Path, single: bool) -> str | None:
+    """Why ``ds`` is not an image with plane geometry, or None when it is one."""
+    from unet_monai.io.dicom_frames import describe_sop_class
+
+    sop_class = _text(ds, "SOPClassUID", path) or _text(getattr(ds, "file_meta", {}), "MediaStorageSOPClassUID", path)
+    enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+    missing = [k for k in _SLICE_KEYS if k not in ds]
+    if sop_class in _PLANE_CLASSES and missing:  # the standard requires these fields
+        raise ValueError(
+            f"{path} is a {_PLANE_CLASSES[sop_class]} file without {', '.join(missing)}: it is truncated or damaged; "
+            "repair it or move it out of the folder."
+        )
+    modality = _text(ds, "Modality", path).upper()
+    if modality in _NOT_IMAGES or ("Rows" not in ds and sop_class not in _PLANE_CLASSES):  # a CT without Rows: damaged
+        return f"not an image ({describe_sop_class(ds)}, Modality {modality or 'none'})"
+    if enhanced:
+        return None if single or "SeriesInstanceUID" in ds else "no SeriesInstanceUID"
+    if single:
+        missing = [k for k in missing if k != "SeriesInstanceUID"]
+    if not missing:
+        return None
+    return f"{describe_sop_class(ds)} file without plane geometry ({', '.join(missing)} missing)"
+
+
+def _is_dicom_input(path: str | os.PathLike) -> bool:
+    """A folder, or a file named ``*.dcm``/``*.dicom``/``*.ima`` or carrying the ``DICM`` marker."""
+    p = Path(str(path))
+    if p.is_dir():
+        return True
+    if not p.is_file():
+        return False
+    if p.suffix.lower() in (".dcm", ".dicom", ".ima"):
+        return True
+    try:
+        with open(p, "rb") as stream:
+            return stream.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+class _Refusal(dict):
+    """What :meth:`DicomSeriesReader.read` returns for an input it refuses: the error, raised by ``get_data``."""
 
 
 class DicomSeriesReader(ImageReader):
-    """Read one DICOM series from a folder into ``(columns, rows, slices)`` with a correct affine.
+    """Read one DICOM series from a folder (or one file) into ``(columns, rows, slices)`` with a correct affine.
+
+    Classic single-frame series, enhanced multi-frame CT/MR (geometry from the functional groups), Siemens
+    MOSAIC (tiles unpacked into slices), RT Dose (scaled by DoseGridScaling to Gy) and one-file series are read;
+    see :mod:`unet_monai.io.dicom_frames`. A series that holds several acquisitions at the same positions
+    (echoes, magnitude and phase, time points, b-values) is split by what tells them apart; choose one with
+    ``acquisition`` (the refusal lists the choices and their slice counts).
+
+    Used through MONAI's ``LoadImage``/``LoadImaged`` (``reader=DicomSeriesReader()``), a refused DICOM input
+    stays refused: ``read`` hands the error to ``get_data``, which raises it, because ``LoadImage`` would
+    otherwise swallow an error from ``read`` and try its own readers on the folder.
 
     Args:
         series_uid: read this SeriesInstanceUID.
         modality: keep only series of this Modality (``"CT"``, ``"MR"``, ...).
         description: keep only series whose SeriesDescription matches this regular expression.
-        select: when several series remain, ``"only"`` raises an error that lists them, ``"most_slices"``
-            takes the one with the most image files.
+        select: when several series (or acquisitions) remain, ``"only"`` raises an error that lists them,
+            ``"most_slices"`` takes the one with the most image files (slices).
+        acquisition: attribute -> value that picks one acquisition of a series, e.g. ``{"EchoNumbers": 2}``,
+            ``{"ImageType": "ORIGINAL\\PRIMARY\\P"}``, ``{"DiffusionBValue": 1000}`` (the names and values that
+            the refusal lists).
         on_irregular_spacing: ``"error"`` (default) for missing slices or uneven spacing, or ``"resample"``:
             linear interpolation along the slice axis onto a uniform grid at the median spacing.
         allow_gantry_tilt: keep a tilted series with its sheared affine (exact geometry in NIfTI's sform;
@@ -129,12 +195,15 @@ class DicomSeriesReader(ImageReader):
         spacing_tolerance: float = 0.01,
         affine_lps_to_ras: bool = True,
         recursive: bool = False,
+        acquisition: Mapping[str, str | int | float] | None = None,
     ) -> None:
         super().__init__()
         if select not in _SELECT:
             raise ValueError(f"select must be one of {_SELECT}, got {select!r}.")
         if on_irregular_spacing not in _IRREGULAR:
             raise ValueError(f"on_irregular_spacing must be one of {_IRREGULAR}, got {on_irregular_spacing!r}.")
+        if acquisition is not None and not isinstance(acquisition, Mapping):
+            raise ValueError(f"acquisition must be a mapping of attribute name to value, got {acquisition!r}.")
         self.series_uid = series_uid
         self.modality = modality
         self.description = description
@@ -144,21 +213,25 @@ class DicomSeriesReader(ImageReader):
         self.spacing_tolerance = spacing_tolerance
         self.affine_lps_to_ras = affine_lps_to_ras
         self.recursive = recursive
+        self.acquisition = dict(acquisition) if acquisition is not None else None
 
     def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
-        """A folder is ours (DICOM series come as folders); single files are left to other readers.
+        """A folder, a ``.dcm`` file or a file with the DICOM marker is ours; other files are left to other readers.
 
-        ``LoadImage`` hands over a tuple of paths; one folder in it is accepted."""
+        ``LoadImage`` hands over a tuple of paths; one path in it is accepted."""
         if isinstance(filename, (list, tuple)):
-            return len(filename) == 1 and Path(filename[0]).is_dir()
-        return Path(str(filename)).is_dir()
+            return len(filename) == 1 and _is_dicom_input(filename[0])
+        return _is_dicom_input(str(filename))
 
     # ------------------------------------------------------------------ choosing the series
     def choose_series(self, folder: str | os.PathLike) -> DicomSeries:
         """The one series of ``folder`` that the settings select, or a ValueError that lists the series."""
-        found = find_dicom_series(folder, self.recursive)
+        found, skipped = _scan(folder, self.recursive)
         if not found:
-            raise ValueError(f"DICOM folder {folder} holds no DICOM image series.")
+            why = f"; left out: {'; '.join(skipped[:5])}" + (
+                f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            )
+            raise ValueError(f"DICOM input {folder} holds no DICOM image series{why if skipped else ''}.")
         candidates = list(found.values())
         if self.series_uid is not None:
             candidates = [s for s in candidates if s.uid == self.series_uid]
@@ -187,71 +260,110 @@ class DicomSeriesReader(ImageReader):
 
     # ------------------------------------------------------------------ ImageReader API
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
-        """Read the chosen series of folder ``data``: sorted slices, checked geometry."""
+        """Read the chosen series of folder (or file) ``data``: sorted frames, checked geometry.
+
+        A path that is not a DICOM input (see :meth:`verify_suffix`) raises at once, so that ``LoadImage`` may
+        try its other readers. For a DICOM input the result of a refusal is handed to :meth:`get_data`, which
+        raises it (``LoadImage`` calls that outside its reader fallback)."""
         if isinstance(data, (list, tuple)):
             if len(data) != 1:
-                raise ValueError(f"DicomSeriesReader reads one folder at a time, got {len(data)} paths.")
+                raise ValueError(f"DicomSeriesReader reads one folder or file at a time, got {len(data)} paths.")
             data = data[0]
-        folder = str(data)
-        series, datasets, files = self.sorted_slices(folder, stop_before_pixels=False)
-        return self._assemble(folder, series, datasets, files)
+        source = str(data)
+        if not _is_dicom_input(source):
+            raise ValueError(f"DicomSeriesReader reads a DICOM folder or file, got {source} (not one).")
+        try:
+            series, frames = self.sorted_frames(source, stop_before_pixels=False)
+            return self._assemble(source, series, frames)
+        except Exception as err:  # any refusal of a DICOM input must reach the user, not MONAI's fallback
+            return _Refusal(error=err, source=source)
+
+    def sorted_frames(self, folder: str | os.PathLike, stop_before_pixels: bool = True) -> tuple[DicomSeries, list]:
+        """The chosen series (and acquisition) of ``folder``: its :class:`~unet_monai.io.dicom_frames.Frame` list in
+        slice order (ascending position along the slice normal), after checking that orientation, size and pixel
+        spacing agree and that no position repeats."""
+        from unet_monai.io.dicom_frames import frames_of
+
+        folder = str(folder)
+        series = self.choose_series(folder)
+        frames = [f for path in series.files for f in frames_of(_read(path, stop_before_pixels), path)]
+        frames = choose_acquisition(frames, self.acquisition, self.select, f"DICOM series {series.uid} in {folder}")
+        first = frames[0]
+        row, col = first.orientation[:3], first.orientation[3:]
+        if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:
+            raise ValueError(
+                f"{first.where}: ImageOrientationPatient must be two orthogonal unit vectors, got "
+                f"{first.orientation.tolist()}."
+            )
+        for frame in frames:
+            if not np.allclose(frame.orientation, first.orientation, atol=1e-4):
+                raise ValueError(
+                    f"DICOM series {series.uid} in {folder}: {frame.where} has ImageOrientationPatient "
+                    f"{frame.orientation.tolist()}, others {first.orientation.tolist()}; mixed orientations."
+                )
+            if (frame.rows, frame.columns) != (first.rows, first.columns):
+                raise ValueError(
+                    f"DICOM series {series.uid} in {folder}: {frame.where} is {frame.rows}x{frame.columns}, "
+                    f"others {first.rows}x{first.columns}."
+                )
+            if not np.allclose(frame.spacing, first.spacing, rtol=1e-4, atol=1e-6):
+                raise ValueError(
+                    f"DICOM series {series.uid} in {folder}: {frame.where} has PixelSpacing {frame.spacing.tolist()}, "
+                    f"others {first.spacing.tolist()}; mixed pixel spacing."
+                )
+        normal = first.normal
+        along = np.array([f.position @ normal for f in frames])
+        order = np.argsort(along, kind="stable")
+        frames = [frames[i] for i in order]
+        along = along[order]
+        if len(frames) > 1 and np.any(np.diff(along) < 1e-3):
+            k = int(np.argmin(np.diff(along)))
+            raise ValueError(
+                f"DICOM series {series.uid} in {folder}: {frames[k].where} and {frames[k + 1].where} lie at the same "
+                f"position along the slice normal ({along[k]:.3f} mm): duplicate slices or several acquisitions "
+                f"that no attribute of {list(ACQUISITION_KEYS)} tells apart."
+            )
+        return series, frames
 
     def sorted_slices(
         self, folder: str | os.PathLike, stop_before_pixels: bool = True
     ) -> tuple[DicomSeries, list, list]:
-        """The chosen series of ``folder``: its pydicom datasets and files in slice order (ascending position
-        along the slice normal), after checking that orientation and size agree and no position repeats."""
-        folder = str(folder)
-        series = self.choose_series(folder)
-        datasets = [_read(f, stop_before_pixels) for f in series.files]
-        for ds, path in zip(datasets, series.files):
-            _check_header(ds, path)
-        first = datasets[0]
-        orientation = _numbers(first, "ImageOrientationPatient", 6, series.files[0])
-        for ds, path in zip(datasets, series.files):
-            if not np.allclose(_numbers(ds, "ImageOrientationPatient", 6, path), orientation, atol=1e-4):
-                raise ValueError(
-                    f"DICOM series {series.uid} in {folder}: {path} has ImageOrientationPatient "
-                    f"{list(ds.ImageOrientationPatient)}, others {orientation.tolist()}; mixed orientations."
-                )
-            if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
-                raise ValueError(
-                    f"DICOM series {series.uid} in {folder}: {path} is {ds.Rows}x{ds.Columns}, "
-                    f"others {first.Rows}x{first.Columns}."
-                )
-        along = np.array([_position(ds) @ _normal(ds) for ds in datasets])
-        order = np.argsort(along, kind="stable")
-        datasets = [datasets[i] for i in order]
-        files = [series.files[i] for i in order]
-        along = along[order]
-        if len(datasets) > 1 and np.any(np.diff(along) < 1e-3):
-            k = int(np.argmin(np.diff(along)))
+        """The chosen series of single-frame files: pydicom datasets and files in slice order (what a DICOM SEG
+        references). A ValueError names the file where the series is multi-frame, MOSAIC or RT Dose."""
+        series, frames = self.sorted_frames(folder, stop_before_pixels)
+        other = next((f for f in frames if f.kind != "classic"), None)
+        if other is not None:
             raise ValueError(
-                f"DICOM series {series.uid} in {folder}: {files[k]} and {files[k + 1]} lie at the same position "
-                f"along the slice normal ({along[k]:.3f} mm): duplicate slices or several acquisitions."
+                f"{other.path}: DICOM SEG output is written for series of single-frame images, got a "
+                f"{_VARIANTS[other.kind]} series in {folder}; write the labels as NIfTI instead."
             )
-        return series, datasets, files
+        return series, [f.ds for f in frames], [f.path for f in frames]
 
     def get_data(self, img: dict[str, Any]) -> tuple[np.ndarray, dict]:
-        """``(columns, rows, slices)`` float32 array and its metadata (affine, spacing, series identity)."""
+        """``(columns, rows, slices)`` float32 array and its metadata (affine, spacing, series identity).
+
+        Raises the error of a refused input (see :meth:`read`)."""
+        if isinstance(img, _Refusal):
+            raise img["error"]
         return img["array"], img["meta"]
 
     # ------------------------------------------------------------------ geometry and pixels
-    def _assemble(self, folder: str, series: DicomSeries, datasets: list, files: list) -> dict[str, Any]:
-        first = datasets[0]
-        orientation = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
-        row_dir, col_dir = orientation[:3], orientation[3:]  # along a row (columns increase), along a column
-        normal = _normal(first)
-        positions = np.array([_position(ds) for ds in datasets])
+    def _assemble(self, folder: str, series: DicomSeries, frames: list) -> dict[str, Any]:
+        from unet_monai.io.dicom_frames import frame_pixels
+
+        first = frames[0]
+        row_dir, col_dir = first.orientation[:3], first.orientation[3:]  # along a row (columns increase), a column
+        normal = first.normal
+        positions = np.array([f.position for f in frames])
         along = positions @ normal
-        if len(datasets) > 1:
+        if len(frames) > 1:
             step = float(np.median(np.diff(along)))
         else:
-            step = _number(first, "SliceThickness", 1.0, files[0])
+            step = first.thickness or _number(first.ds, "SliceThickness", 1.0, first.path)
             if step <= 0:
-                raise ValueError(f"{files[0]}: SliceThickness must be > 0 for a single-slice series, got {step}.")
+                raise ValueError(f"{first.where}: SliceThickness must be > 0 for a single-slice series, got {step}.")
         slice_vector = normal * step
-        if len(datasets) > 1:
+        if len(frames) > 1:
             direction = (positions[-1] - positions[0]) / np.linalg.norm(positions[-1] - positions[0])
             tilt = float(np.degrees(np.arccos(np.clip(abs(direction @ normal), -1.0, 1.0))))
             if tilt > 0.1:
@@ -260,8 +372,10 @@ class DicomSeriesReader(ImageReader):
                         f"DICOM series {series.uid} in {folder}: slices are offset at {tilt:.2f} degrees from their "
                         "normal (gantry tilt); pass allow_gantry_tilt=True to keep the sheared geometry."
                     )
-                slice_vector = (positions[-1] - positions[0]) / (len(datasets) - 1)
-        pixels = np.stack([self._pixels(ds, path) for ds, path in zip(datasets, files)], axis=-1)  # (rows, cols, n)
+                slice_vector = (positions[-1] - positions[0]) / (len(frames) - 1)
+        decoded: dict[str, np.ndarray] = {}
+        pixels = np.stack([frame_pixels(f, decoded) for f in frames], axis=-1)  # (rows, cols, n)
+        decoded.clear()
 
         steps = np.diff(along)
         if len(steps) and np.any(np.abs(steps - step) > self.spacing_tolerance * step):
@@ -274,14 +388,14 @@ class DicomSeriesReader(ImageReader):
             )
             if self.on_irregular_spacing == "error":
                 raise ValueError(
-                    f"DICOM series {series.uid} in {folder}: {what} between {files[k]} and {files[k + 1]} "
-                    f"({steps[k]:.3f} mm apart, median step {step:.3f} mm); pass on_irregular_spacing='resample' "
-                    "to interpolate onto a uniform grid."
+                    f"DICOM series {series.uid} in {folder}: {what} between {frames[k].where} and "
+                    f"{frames[k + 1].where} ({steps[k]:.3f} mm apart, median step {step:.3f} mm); pass "
+                    "on_irregular_spacing='resample' to interpolate onto a uniform grid."
                 )
             logger.warning("DICOM series %s: %s; resampling to a uniform %.3f mm grid", series.uid, what, step)
             pixels, along = _resample_slices(pixels, along, step)
 
-        row_spacing, col_spacing = (float(v) for v in _numbers(first, "PixelSpacing", 2, files[0]))  # row, column
+        row_spacing, col_spacing = (float(v) for v in first.spacing)  # between rows, between columns
         affine = np.eye(4)
         affine[:3, 0] = row_dir * col_spacing  # array axis 0: columns
         affine[:3, 1] = col_dir * row_spacing  # array axis 1: rows
@@ -304,34 +418,22 @@ class DicomSeriesReader(ImageReader):
             "spacing": np.array([col_spacing, row_spacing, float(np.linalg.norm(slice_vector))]),
             "filename_or_obj": folder,
             "SeriesInstanceUID": series.uid,
-            "StudyInstanceUID": str(first.get("StudyInstanceUID", "")),
+            "StudyInstanceUID": _text(first.ds, "StudyInstanceUID", first.path),
             "Modality": series.modality,
             "SeriesDescription": series.description,
+            "DicomVariant": first.kind,
         }
+        if first.kind == "rtdose":
+            meta["DoseUnits"] = _text(first.ds, "DoseUnits", first.path).upper()
         return {"array": array, "meta": meta}
 
-    @staticmethod
-    def _pixels(ds: Any, path: str) -> np.ndarray:
-        """One slice in real-world values (RescaleSlope / RescaleIntercept applied), float32 ``(rows, cols)``."""
-        try:
-            values = ds.pixel_array
-        except Exception as err:  # pydicom raises several types for missing decoders and corrupt data
-            syntax = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
-            name = getattr(syntax, "name", str(syntax))
-            raise RuntimeError(
-                f"cannot decode the pixels of {path} (transfer syntax {syntax}, {name}): {err}. JPEG 2000 needs "
-                "Pillow with OpenJPEG or pylibjpeg-openjpeg; JPEG-LS needs pylibjpeg-libjpeg or pyjpegls."
-            ) from err
-        if values.ndim != 2:
-            raise ValueError(f"{path}: expected a single-frame 2D slice, got pixel array of shape {values.shape}.")
-        slope, intercept = _number(ds, "RescaleSlope", 1.0, path), _number(ds, "RescaleIntercept", 0.0, path)
-        with np.errstate(over="ignore", invalid="ignore"):
-            pixels = (values.astype(np.float32) * np.float32(slope or 1.0) + np.float32(intercept)).astype(np.float32)
-        if not np.all(np.isfinite(pixels)):
-            raise ValueError(
-                f"{path}: RescaleSlope {slope} and RescaleIntercept {intercept} give values beyond float32 range."
-            )
-        return pixels
+
+_VARIANTS = {
+    "classic": "single-frame",
+    "enhanced": "enhanced multi-frame",
+    "mosaic": "Siemens MOSAIC",
+    "rtdose": "RT Dose",
+}
 
 
 def _read(path: str, stop_before_pixels: bool) -> Any:

@@ -20,7 +20,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from unet_monai.io.atomic import atomic_path
-from unet_monai.io.dicom import DicomSeries, DicomSeriesReader
+from unet_monai.io.dicom import DicomSeries, DicomSeriesReader, _is_dicom_input
 from unet_monai.io.paths import contained_path, safe_filename
 
 __all__ = ["write_dicom_seg", "SaveDicomSegd", "SegSources", "seg_sources"]
@@ -240,12 +240,19 @@ def write_dicom_seg(
     return target
 
 
+def _is_other_image_file(path: str) -> bool:
+    """A NIfTI, NRRD, TIFF or PNG file (our DICOM check also accepts unknown files that carry the DICM marker)."""
+    name = Path(path).name.lower()
+    return Path(path).is_file() and name.endswith((".nii", ".nii.gz", ".nrrd", ".tif", ".tiff", ".png", ".mha"))
+
+
 class SaveDicomSegd(MapTransform):
     """Write the label map under ``keys`` as DICOM SEG for items that came from a DICOM series folder.
 
-    The SEG goes to ``output_dir/<folder name>_<output_postfix>.dcm`` (the name passed through
+    The SEG goes to ``output_dir/<folder name or file stem>_<output_postfix>.dcm`` (the name passed through
     :func:`~unet_monai.io.paths.safe_filename`, so it stays inside ``output_dir``; no DICOM tag is part of it);
-    items read from other files are passed through untouched (their NIfTI output is written by ``SaveImaged``).
+    items read from a DICOM folder or a single DICOM file get one; items read from other files are passed through
+    untouched (their NIfTI output is written by ``SaveImaged``).
 
     Args:
         keys: label-map keys (``(1, X, Y, Z)`` integer labels on the series grid).
@@ -274,10 +281,11 @@ class SaveDicomSegd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             source = getattr(d[key], "meta", {}).get("filename_or_obj", "")
-            if not source or not Path(str(source)).is_dir():
-                logger.debug("%s: not from a DICOM folder, no SEG written", source)
+            if not source or not _is_dicom_input(str(source)) or _is_other_image_file(str(source)):
+                logger.debug("%s: not from a DICOM folder or file, no SEG written", source)
                 continue
-            name = safe_filename(f"{Path(str(source)).name}_{self.output_postfix}", default="series") + ".dcm"
+            stem = Path(str(source)).stem if Path(str(source)).is_file() else Path(str(source)).name
+            name = safe_filename(f"{stem}_{self.output_postfix}", default="series") + ".dcm"
             if not np.any(np.asarray(d[key])):
                 logger.warning("%s: the segmentation is empty; a DICOM SEG needs a segment, none written", source)
                 continue
