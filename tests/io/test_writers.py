@@ -1,14 +1,26 @@
-"""AtomicNibabelWriter: round trips on the real spleen CT, and no partial file under the final name."""
+"""AtomicNibabelWriter: round trips on the real spleen CT, and no partial file under the final name; SaveLabelsd's
+write errors (a read-only folder, a file in the way, a size limit) name the file and the cause."""
 
 from __future__ import annotations
 
+import errno
+import os
+import resource
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from monai.data import MetaTensor
 from monai.transforms import LoadImage, SaveImage
+from PIL import Image
 
-from unet_monai.io import AtomicNibabelWriter
+from unet_monai.io import AtomicNibabelWriter, SaveLabelsd, label_suffix
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SPLEEN = DATA / "msd-spleen-ct-crop" / "sub-spleen2_ct.nii.gz"
@@ -97,3 +109,81 @@ def test_labels_without_resampling_are_written_as_they_are(tmp_path):
     np.testing.assert_allclose(np.asarray(written["ours"].affine), affine, atol=1e-6)
     np.testing.assert_allclose(np.asarray(written["ours"].affine), np.asarray(written["monai"].affine), atol=1e-6)
     assert written["ours"].dtype == written["monai"].dtype
+
+
+# ------------------------------------------------------- output-side faults, as the bundle's SaveLabelsd meets them
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Run the block as user ``nobody`` when the tests run as root (root's CAP_DAC_OVERRIDE ignores a folder's
+    mode bits); as another user, the mode bits already apply."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def a_label(source: str = "case.nii.gz") -> MetaTensor:
+    return MetaTensor(torch.ones(1, 6, 5, dtype=torch.uint8), affine=torch.eye(4), meta={"filename_or_obj": source})
+
+
+@pytest.mark.parametrize("source", ["case.nii.gz", "case.png", "case.tif"], ids=["nifti", "png", "tiff"])
+def test_read_only_output_folder_is_reported_with_the_file_and_the_cause(source: str) -> None:
+    base = Path(tempfile.mkdtemp(prefix="unet_monai_ro_"))  # under /tmp: pytest's tmp_path is private to root
+    try:
+        base.chmod(0o755)
+        out = base / "out"
+        out.mkdir(mode=0o555)
+        out.chmod(0o555)  # r-x: no new files
+        label = a_label(source)
+        label.meta["spatial_shape"] = np.array([6, 5])
+        with unprivileged(), pytest.raises(OSError) as info:
+            SaveLabelsd("pred", output_dir=out)({"pred": label})
+        target = out / f"case_seg{label_suffix(source)}"
+        assert info.value.errno == errno.EACCES
+        assert f"cannot write {target}: Permission denied (nothing was written under that name" in str(info.value)
+        assert "suitable writer" not in str(info.value)
+        assert list(out.iterdir()) == []
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_file_where_the_output_folder_should_be_is_named(tmp_path: Path) -> None:
+    (tmp_path / "results").write_text("not a folder")
+    out = tmp_path / "results" / "labels"
+    with pytest.raises(OSError) as info:
+        SaveLabelsd("pred", output_dir=out)({"pred": a_label()})
+    message = str(info.value)
+    assert f"cannot write {out / 'case_seg.nii.gz'}: {tmp_path / 'results'} is a file, not a folder" in message
+    assert "suitable writer" not in message
+
+
+def test_a_file_size_limit_fails_the_write_and_keeps_the_older_label(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes the write fail with EFBIG, as a full disk fails with ENOSPC (the same code path);
+    the older label stays whole and no temporary file is left."""
+    rng = np.random.default_rng(0)
+    older = tmp_path / "case_seg.png"
+    Image.fromarray(np.zeros((5, 6), dtype=np.uint8)).save(older)
+    before = older.read_bytes()
+    noise = torch.as_tensor(rng.integers(0, 255, size=(1, 256, 256), dtype=np.uint8))  # 64 KiB, incompressible
+    label = MetaTensor(noise, meta={"filename_or_obj": "case.png", "spatial_shape": np.array([256, 256])})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # without this the kernel kills the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, hard))
+    try:
+        with pytest.raises(OSError) as info:
+            SaveLabelsd("pred", output_dir=tmp_path)({"pred": label})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert info.value.errno == errno.EFBIG
+    assert f"cannot write {older}: File too large (the older file was kept" in str(info.value)
+    assert older.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [older.name]

@@ -26,6 +26,7 @@ __all__ = ["CaseFailureReport", "SkipFailedIteration"]
 
 logger = logging.getLogger(__name__)
 
+
 def _batch_labels(batch: Any) -> list[str]:
     """Case names of a collated batch (lists of ``case_id`` or image file names), for the failure report."""
     if isinstance(batch, Mapping):
@@ -43,7 +44,9 @@ class CaseFailureReport:
     """The cases that failed in a batch run: logged as they fail, listed in ``path`` (CSV: case, stage, error).
 
     Args:
-        path: the CSV file, rewritten atomically after every failure (a crash later still leaves it).
+        path: the CSV file, rewritten atomically after every failure (a crash later still leaves it). When it
+            cannot be written (a read-only or full disk), that is logged as an ERROR naming the file and the
+            cause, the remaining cases still run, and the end-of-run message lists the failed cases itself.
         fail_at_end: when the run ends with failures, raise so that the process exits non-zero after every
             other case was done; False only logs them.
     """
@@ -52,15 +55,31 @@ class CaseFailureReport:
         self.path = Path(path)
         self.fail_at_end = fail_at_end
         self.failures: list[dict[str, str]] = []
+        self.write_error: str | None = None  # why the last write of ``path`` failed; None once it is written
 
     def add(self, case: str, stage: str, error: str) -> None:
-        """Record one failed case; ``stage`` is ``"loading"`` or ``"inference"`` (which includes writing)."""
+        """Record one failed case; ``stage`` is ``"loading"`` or ``"inference"`` (which includes writing).
+
+        The failure is logged first; when ``path`` cannot be written (a read-only or full disk), that is logged
+        as an ERROR naming the file and the cause, and the run goes on (every later failure tries again).
+        """
         self.failures.append({"case": case, "stage": stage, "error": error})
         logger.error("case %s failed in %s and was skipped: %s", case, stage, error)
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["case", "stage", "error"])
-            writer.writeheader()
-            writer.writerows(self.failures)
+        try:
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["case", "stage", "error"])
+                writer.writeheader()
+                writer.writerows(self.failures)
+        except (OSError, RuntimeError) as err:  # atomic_path's errors name the file and the cause
+            self.write_error = str(err)
+            logger.error(
+                "the failure report %s could not be written (%s); the failed cases are in this log, "
+                "the remaining cases still run",
+                self.path,
+                err,
+            )
+        else:
+            self.write_error = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, lambda _: self.failures.clear())
@@ -69,7 +88,12 @@ class CaseFailureReport:
     def completed(self, engine: Engine | None = None) -> None:
         if not self.failures:
             return
-        message = f"{len(self.failures)} case(s) failed and were skipped; they are listed in {self.path}."
+        if self.write_error is None:
+            listed = f"they are listed in {self.path}"
+        else:
+            names = ", ".join(f["case"] for f in self.failures)
+            listed = f"{self.path} could not be written ({self.write_error}); they are: {names}"
+        message = f"{len(self.failures)} case(s) failed and were skipped; {listed}."
         if self.fail_at_end:
             raise RuntimeError(message + " Every other case was processed.")
         logger.error(message)
