@@ -29,7 +29,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
 from unet_monai.bundle import export_bundle, pretty_json
-from unet_monai.bundle.export import overlay_base
+from unet_monai.bundle.export import main, overlay_base, shape_formulas
 from unet_monai.networks import PaperUNet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,6 +212,30 @@ def test_readme_follows_the_zoo_template(zoo_bundle: Path) -> None:
     base = overlay_base(zoo_bundle / "configs", "evaluate.json")
     assert (f"['configs/{base}','configs/evaluate.json']" if base else "configs/evaluate.json") in readme
     assert "$" not in readme.replace("$@", "")  # every template field filled
+
+
+def test_cli_export_of_a_smaller_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m unet_monai.bundle.export OUT --ckpt ... --override features=[4,8,16]``: the override lands in the
+    configs that have the id, the metadata's shape formulas follow the smaller network (verify_net_in_out at n=1
+    passes), and model.ts is that network."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    net = PaperUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8, 16), padding="valid")
+    torch.save(net.state_dict(), tmp_path / "tiny.pt")
+    assert main([str(tmp_path / "out"), "--ckpt", str(tmp_path / "tiny.pt"), "--override", "features=[4,8,16]"]) == 0
+    bundle = tmp_path / "out" / "unet"
+    configs = bundle / "configs"
+    for name in ("train.json", "inference.json"):
+        assert json.loads((configs / name).read_text())["features"] == [4, 8, 16], name
+    meta = json.loads((configs / "metadata.json").read_text())
+    fmt = meta["network_data_format"]
+    assert (fmt["inputs"]["image"]["spatial_shape"], fmt["outputs"]["pred"]["spatial_shape"]) == shape_formulas(net)
+    assert fmt["inputs"]["image"]["spatial_shape"] == ["4*n+40", "4*n+40"]  # 44 -> 4: two poolings
+    meta_file, config_file = str(configs / "metadata.json"), str(configs / "inference.json")
+    verify_net_in_out(net_id="network_def", meta_file=meta_file, config_file=config_file, bundle_root=str(bundle))
+    x = torch.rand(1, 1, 44, 44)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(bundle / "models" / "model.ts"))(x), net.eval()(x))
 
 
 def test_export_refuses_a_training_state_and_unknown_overrides(tmp_path: Path) -> None:

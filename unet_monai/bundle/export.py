@@ -204,6 +204,50 @@ def build_wheel(dest: Path, repo_root: Path = REPO_ROOT) -> Path:
     return target
 
 
+def shape_formulas(net: Any) -> tuple[list[str], list[str]]:
+    """``network_data_format`` spatial shapes of a valid-padding U-Net, valid from ``n = 1`` (the zoo CI's default):
+    per axis, input ``"<step>*n+<smallest - step>"`` and the output size it gives, in voxels.
+
+    Args:
+        net: a :class:`unet_monai.networks.PaperUNet` (``pool_grid``, ``min_input_shape``, ``output_shape``).
+
+    Returns:
+        The input and the output formulas, one string per spatial axis (e.g. ``"16*n+172"``, ``"16*n-12"``).
+    """
+    smallest = net.min_input_shape
+    out = net.output_shape(smallest)
+    steps = net.pool_grid
+
+    def formula(step: int, size: int) -> str:
+        return f"{step}*n{size - step:+d}" if size != step else f"{step}*n"
+
+    return [formula(a, b) for a, b in zip(steps, smallest)], [formula(a, b) for a, b in zip(steps, out)]
+
+
+def _match_network(configs: Path, target: Path) -> None:
+    """Write the exported network's shape formulas into the exported metadata where they differ (an override of
+    ``features`` changes them); the repository's own metadata is checked against its network by the tests."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(configs / "inference.json"))
+    parser["bundle_root"] = str(target)
+    net = parser.get_parsed_content("network_def")
+    if not all(hasattr(net, name) for name in ("pool_grid", "min_input_shape", "output_shape")):
+        return
+    meta_file = configs / "metadata.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    fmt = meta["network_data_format"]
+    image, pred = next(iter(fmt["inputs"].values())), next(iter(fmt["outputs"].values()))
+    if len(image["spatial_shape"]) != net.spatial_dims:
+        return
+    inputs, outputs = shape_formulas(net)
+    if (image["spatial_shape"], pred["spatial_shape"]) != (inputs, outputs):
+        logger.info("network_data_format of the exported network: %s -> %s", inputs, outputs)
+        image["spatial_shape"], pred["spatial_shape"] = inputs, outputs
+        meta_file.write_text(pretty_json(meta), encoding="utf-8")
+
+
 def _check_checkpoint(ckpt: Path) -> None:
     """Refuse a missing checkpoint and a training state (``last.pt``) instead of the network's state dict."""
     if not ckpt.is_file():
@@ -388,6 +432,7 @@ def export_bundle(
 
     configs = target / "configs"
     export_configs(bundle_dir, configs, overrides)
+    _match_network(configs, target)
     models = target / "models"
     models.mkdir(parents=True)
     shutil.copyfile(ckpt, models / "model.pt")
