@@ -4,6 +4,7 @@ batch runs (with :class:`~unet_monai.data.FailureTolerantDataset`)."""
 
 from unet_monai.handlers.case_report import CaseMetricsReport, case_name
 from unet_monai.handlers.checkpoint import AtomicCheckpointSaver, EpochCheckpointSaver
+from unet_monai.handlers.error_report import ErrorReport
 from unet_monai.handlers.skip_failed import CaseFailureReport, SkipFailedIteration
 from unet_monai.handlers.training_report import TrainingReport
 
@@ -12,6 +13,7 @@ __all__ = [
     "CaseFailureReport",
     "CaseMetricsReport",
     "EpochCheckpointSaver",
+    "ErrorReport",
     "SkipFailedIteration",
     "TrainingReport",
     "case_name",
