@@ -92,7 +92,8 @@ def main() -> None:
     side = 64 if args.quick else 256
     volume = torch.randn(1, 1, side, side, side // 2, device=device)
     ours.eval()
-    tiles = AutocastInferer(OverlapTileInferer(patch, sw_batch_size=4, margin=8, output="argmax"), dtype=dtype)
+    tile_inferer = OverlapTileInferer(patch, sw_batch_size=4, margin=8, output="argmax")
+    tiles = AutocastInferer(tile_inferer, dtype=str(dtype).removeprefix("torch."))
 
     def monai_windows() -> torch.Tensor:
         with torch.autocast(device.type, dtype=dtype):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ast
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from monai.bundle import ConfigParser
 
@@ -66,17 +67,25 @@ def check_overrides(argv: Sequence[str] | None = None) -> None:
             raise ValueError(f"override --{key} names no config id in {', '.join(files)}{hint}")
 
 
-def refuse_together(overlay: str, **switches: bool) -> None:
-    """Raise ValueError when any of ``switches`` (config ids set to True) is on together with ``overlay``, a config
-    file that cannot honour them; the message names the overlay and the flags to drop.
+def refuse_together(overlay: str, stages: Mapping[str, Sequence[Any]] | None = None, **switches: bool) -> None:
+    """Raise ValueError when any of ``switches`` (config ids set to True) is on, or any of ``stages`` (config id ->
+    its transforms) is not empty, together with ``overlay``, a config file that cannot honour them; the message
+    names the overlay and the flags or stages to drop.
 
-    Example: ``memory_mapped.json`` reduces each tile to labels as it comes, so ``--watershed True`` and
-    ``--test_time_flips True``, which need the float map of the whole image, are refused with it.
+    Example: ``memory_mapped.json`` reduces each tile to labels as it comes and writes them on the input's grid, so
+    ``--watershed True`` and ``--test_time_flips True`` (which need the float map of the whole image) and an
+    orientation or spacing stage (which would need the volume resampled in RAM) are refused with it.
     """
     on = sorted(name for name, value in switches.items() if value)
-    if on:
-        flags = " ".join(f"--{name} True" for name in on)
-        raise ValueError(
-            f"{overlay} cannot be combined with {flags}: it writes labels tile by tile and never holds the float map "
-            f"of the whole image that {', '.join(on)} need{'s' if len(on) == 1 else ''}; drop {flags} or {overlay}."
-        )
+    busy = sorted(name for name, transforms in (stages or {}).items() if transforms)
+    if not on and not busy:
+        return
+    flags = " ".join(f"--{name} True" for name in on)
+    parts = [flags] if flags else []
+    if busy:
+        parts.append("the " + " and ".join(busy) + " stage" + ("s" if len(busy) > 1 else "") + " of another overlay")
+    what = " and ".join(parts)
+    raise ValueError(
+        f"{overlay} cannot be combined with {what}: it writes labels tile by tile on the input's own grid and never "
+        f"holds the whole volume in RAM, which these need; drop {what}, or {overlay}."
+    )

@@ -54,21 +54,24 @@ def test_inference_needs_no_switch_and_configs_stay_short() -> None:
 
 def test_overlays_only_set_ids_their_base_has() -> None:
     """An overlay that names an id its base config lacks would silently add it (MONAI merges unknown keys): every id
-    evaluate.json and memory_mapped.json set exists in inference.json, every id train_3d.json sets in train.json."""
+    evaluate.json and memory_mapped.json set exists in inference.json, every id train_3d.json sets in train.json (a
+    nested id may add an argument to a component that exists)."""
     for overlay, base, added in (
         ("evaluate.json", "inference.json", {"class_names", "hd95", "evaluating"}),
+        ("isbi2012.json", "train.json", {"watershed", "class_names"}),
         ("memory_mapped.json", "inference.json", set()),
         ("train_3d.json", "train.json", set()),
         ("sgd.json", "train.json", {"momentum"}),
     ):
         parser = raw(BUNDLE / base)
         for key in ConfigParser.load_config_file(BUNDLE / overlay):
-            assert key in parser or key in added, f"{overlay} sets {key}, which {base} does not have"
+            target = key if key in added or "::" not in key or key in parser else key.rsplit("::", 1)[0]
+            assert target in parser or key in added, f"{overlay} sets {key}, which {base} does not have"
 
 
 def test_memory_mapped_overlay_refuses_flags_it_cannot_honour(tmp_path: Path) -> None:
-    """memory_mapped.json writes labels tile by tile; --watershed True and --test_time_flips True need the whole
-    float map, and the refusal names the overlay and both flags."""
+    """memory_mapped.json writes labels tile by tile on the input's grid; --watershed True and --test_time_flips True
+    need the whole float map, a spacing stage the whole volume: the refusal names the overlay and the flags or stage."""
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "inference.json"), str(BUNDLE / "memory_mapped.json")])
     parser.update({"bundle_root": str(tmp_path), "watershed": True, "test_time_flips": True})
@@ -77,6 +80,12 @@ def test_memory_mapped_overlay_refuses_flags_it_cannot_honour(tmp_path: Path) ->
     cause = info.value.__cause__
     assert isinstance(cause, ValueError)
     assert "memory_mapped.json" in str(cause) and "--test_time_flips True --watershed True" in str(cause)
+    parser.update(
+        {"watershed": False, "test_time_flips": False, "stages::spacing": [{"_target_": "Identityd", "keys": "image"}]}
+    )
+    with pytest.raises(RuntimeError) as info:
+        parser.get_parsed_content("postprocessing", lazy=False)
+    assert "the stages::spacing stage" in str(info.value.__cause__)
 
 
 @pytest.mark.integration

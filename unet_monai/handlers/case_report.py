@@ -70,6 +70,8 @@ class CaseMetricsReport:
         prefix: start of the file names (``prefix + "per_case.csv"``).
         failures: the run's ``CaseFailureReport`` (skip-and-report mode): its cases are listed in the summary
             as ``failed_cases``.
+        ignore_index: the label value of unlabelled voxels (sparse annotations), left out of every score; None
+            (default) scores every voxel.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class CaseMetricsReport:
         label_key: str = "label",
         prefix: str = "",
         failures: CaseFailureReport | None = None,
+        ignore_index: int | None = None,
     ) -> None:
         try:
             self.classes = {int(value): str(name) for value, name in classes.items()}
@@ -100,6 +103,7 @@ class CaseMetricsReport:
         self.rows: list[dict[str, Any]] = []
         self.sweeps: list[tuple[str, dict[str, np.ndarray]]] = []
         self.failures = failures
+        self.ignore_index = ignore_index
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.reset)
@@ -125,6 +129,7 @@ class CaseMetricsReport:
                 spacing=_spacing(label, spatial_dims),
                 hd95=self.hd95,
                 boundary_class=self.boundary_class,
+                ignore_index=self.ignore_index,
             )
             self.rows.append({"case": name, **scores})
             logger.info("%s: %s", name, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))

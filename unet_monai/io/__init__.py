@@ -4,7 +4,16 @@ datalists (manifests)."""
 from unet_monai.io.atomic import atomic_path
 from unet_monai.io.dicom import DicomSeries, DicomSeriesReader, find_dicom_series
 from unet_monai.io.dicom_seg import SaveDicomSegd, write_dicom_seg
-from unet_monai.io.manifest import inference_items, load_manifest, manifest_data_root, manifest_labels
+from unet_monai.io.manifest import (
+    check_label_values,
+    inference_items,
+    load_manifest,
+    manifest_class_names,
+    manifest_data_root,
+    manifest_ignore_label,
+    manifest_label_values,
+    manifest_labels,
+)
 from unet_monai.io.memmap import LoadMemmapNiftid, MemmapNiftiReader, view_collate
 from unet_monai.io.paths import contained_path, safe_filename
 from unet_monai.io.readers import StrictLoadImaged
@@ -36,6 +45,10 @@ __all__ = [
     "load_manifest",
     "inference_items",
     "manifest_labels",
+    "manifest_class_names",
+    "manifest_ignore_label",
+    "manifest_label_values",
+    "check_label_values",
     "manifest_data_root",
     "safe_filename",
     "contained_path",

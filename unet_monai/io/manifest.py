@@ -45,6 +45,7 @@ __all__ = [
     "check_label_values",
     "inference_items",
     "load_manifest",
+    "manifest_label_values",
     "manifest_class_names",
     "manifest_data_root",
     "manifest_ignore_label",
@@ -240,6 +241,16 @@ def manifest_class_names(path: str | os.PathLike) -> dict[int, str]:
         for value, name in _labels(path, data).items()
         if value != ignore and name.strip().lower() != _BACKGROUND_NAME
     }
+
+
+def manifest_label_values(path: str | os.PathLike) -> list[int]:
+    """Every label value a label map of this manifest may hold: its ``labels`` (background included) and its
+    ignore value, sorted; for ``CheckPaird(label_values=...)``."""
+    values = set(manifest_labels(path))
+    ignore = manifest_ignore_label(path)
+    if ignore is not None:
+        values.add(ignore)
+    return sorted(values)
 
 
 def check_label_values(
