@@ -1,7 +1,8 @@
 """Building blocks of the paper-style U-Net: two-convolution units, the contracting and expanding steps.
 
-Every block works for 2D and 3D (``spatial_dims``) and for valid (unpadded) or same (zero-padded) 3x3
-convolutions. All of them stay TorchScript-scriptable, since MONAI's ``ckpt_export`` scripts the network.
+Every block works for 2D and 3D (``spatial_dims``) and for valid (unpadded) or same (zero-padded) convolutions, 3x3
+by default; kernel, pooling and upsampling sizes are one int or one per spatial axis (anisotropic voxels). All of
+them stay TorchScript-scriptable, since MONAI's ``ckpt_export`` scripts the network.
 """
 
 from __future__ import annotations
