@@ -282,3 +282,23 @@ def test_rt_dose_without_scaling_is_refused(tmp_path):
     ds.save_as(tmp_path / "noscale.dcm")
     with pytest.raises(ValueError, match=r"noscale\.dcm: RT Dose needs DoseGridScaling"):
         load(tmp_path / "noscale.dcm")
+
+
+def test_enhanced_time_points_split_by_frame_content(tmp_path):
+    """eCT_Supplemental's two frames placed at one position as two time points: split, then one chosen."""
+    ds = pydicom.dcmread(pydicom_file("eCT_Supplemental.dcm"))
+    frames = ds.PerFrameFunctionalGroupsSequence
+    frames[1].PlanePositionSequence[0].ImagePositionPatient = list(
+        frames[0].PlanePositionSequence[0].ImagePositionPatient
+    )
+    for i, item in enumerate(frames):
+        item.FrameContentSequence[0].TemporalPositionIndex = i + 1
+    ds.save_as(tmp_path / "time.dcm")
+    with pytest.raises(ValueError, match=r"TemporalPositionIndex=1 \(1 slices\); TemporalPositionIndex=2 \(1 slices\)"):
+        load(tmp_path / "time.dcm")
+    second = load(tmp_path / "time.dcm", acquisition={"TemporalPositionIndex": 2})
+    expected = ds.pixel_array[1] * float(
+        ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope
+    )
+    expected += float(ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleIntercept)
+    np.testing.assert_array_equal(np.asarray(second)[..., 0].T, expected)

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 # attributes that tell acquisitions of one series apart, in the order they are tried
 ACQUISITION_KEYS = (
     "EchoNumbers",
+    "EffectiveEchoTime",
     "ImageType",
     "TemporalPositionIdentifier",
     "DiffusionBValue",
@@ -195,7 +196,7 @@ def _enhanced_frames(ds: Any, path: str, count: int) -> list[Frame]:
                     labels[key] = str(content.get(key))
         echo = find("MREchoSequence")
         if echo is not None and "EffectiveEchoTime" in echo:
-            labels["EchoNumbers"] = f"TE {echo.EffectiveEchoTime}"
+            labels["EffectiveEchoTime"] = f"{float(echo.EffectiveEchoTime):g}"
         diffusion = find("MRDiffusionSequence")
         if diffusion is not None and "DiffusionBValue" in diffusion:
             labels["DiffusionBValue"] = str(diffusion.DiffusionBValue)
