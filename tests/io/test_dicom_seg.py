@@ -168,3 +168,29 @@ def test_seg_of_a_multiframe_series_is_refused_naming_the_variant(tmp_path):
     with pytest.raises(ValueError, match="enhanced multi-frame"):
         write_dicom_seg(np.ones((512, 512, 2), np.uint8), path, tmp_path / "e.dcm", {1: "all"})
     assert not (tmp_path / "e.dcm").exists()
+
+
+def test_seg_of_one_acquisition_references_only_its_slices(tmp_path, dciodvfy):
+    """The 3-slice CT written as two echoes in one series: the SEG of echo 2 references echo 2's files only."""
+    folder = tmp_path / "echoes"
+    folder.mkdir()
+    echo2 = set()
+    for f in sorted((DATA / "ct-3slice").iterdir()):
+        for echo in (1, 2):
+            ds = pydicom.dcmread(f)
+            ds.EchoNumbers = echo
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            ds.save_as(folder / f"{echo}_{f.name}")
+            if echo == 2:
+                echo2.add(ds.SOPInstanceUID)
+    with pytest.raises(ValueError, match="EchoNumbers=1 \\(3 slices\\); EchoNumbers=2 \\(3 slices\\)"):
+        write_dicom_seg(liver_label(), folder, tmp_path / "x.dcm", {1: "liver"})
+    reader = DicomSeriesReader(acquisition={"EchoNumbers": 2})
+    path = write_dicom_seg(liver_label(), folder, tmp_path / "echo2.dcm", {1: "liver"}, reader=reader)
+    dciodvfy(path)
+    seg = hd.seg.segread(path)
+    referenced = {
+        frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        for frame in seg.PerFrameFunctionalGroupsSequence
+    }
+    assert referenced == echo2
