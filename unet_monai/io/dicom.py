@@ -1,11 +1,13 @@
-"""DICOM series from a folder, as hospitals hand them over, as a MONAI ``ImageReader``.
+"""DICOM series from a folder or one file, as scanners and hospitals hand them over, as a MONAI ``ImageReader``.
 
 Why our own: MONAI's ``PydicomReader`` orders slices by InstanceNumber and takes the slice spacing from
 the z difference of ImagePositionPatient; its ``ITKReader`` takes the first series of a mixed folder with
 only a warning (MONAI #5551). Here files are grouped by SeriesInstanceUID, one series is chosen by UID or
-by rules (or an error lists what is there), slices are ordered by their position along the slice normal,
-the spacing comes from the positions (not SliceThickness), and missing slices, uneven spacing, gantry
-tilt and mixed orientations are detected. Files that are not DICOM images are ignored.
+by rules (or an error lists what is there), each file is turned into frames with their own geometry (classic
+slices, enhanced multi-frame, Siemens MOSAIC, RT Dose: :mod:`unet_monai.io.dicom_frames`), acquisitions sharing
+positions are split and one is chosen, frames are ordered by their position along the slice normal, the spacing
+comes from the positions (not SliceThickness), and missing slices, uneven spacing, gantry tilt and mixed
+orientations are detected. Files that are not DICOM images are ignored in a folder and refused as a single input.
 
 The array follows MONAI's DICOM convention ``(columns, rows, slices)`` with a RAS affine (LPS with
 ``affine_lps_to_ras=False``), so that ``LoadImage`` gives the same layout as for NIfTI files.

@@ -38,9 +38,10 @@ def check_gzip(path: str | os.PathLike) -> None:
 class StrictLoadImaged(LoadImaged):
     """MONAI's ``LoadImaged`` that uses only the readers it is given, so that their errors reach the user.
 
-    MONAI's loader tries its default readers after a given reader raises: a folder with two DICOM series,
-    which :class:`~unet_monai.io.DicomSeriesReader` refuses with a list of the series, would then be read
-    by ``ITKReader`` (first series, a warning) or ``PydicomReader`` (slices in InstanceNumber order).
+    MONAI's loader tries its default readers after a given reader raises: a file that a given reader refuses
+    is then read by whichever default reader accepts it, or fails with MONAI's "cannot find a suitable reader".
+    (:class:`~unet_monai.io.DicomSeriesReader` guards itself: it hands a refusal of a DICOM input to
+    ``get_data``, outside MONAI's fallback, so a folder with two series is never read by ``ITKReader``.)
     Here the readers whose ``verify_suffix`` accepts the path are tried in the given order (all given readers
     when none accepts it), and every failure names the file:
 
