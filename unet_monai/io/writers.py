@@ -275,7 +275,11 @@ class SaveLabels(Transform):
         shape = tuple(label.shape)
         if len(shape) not in (3, 4) or shape[0] != 1:
             raise ValueError(f"labels for {filename} must be (1, X, Y[, Z]) class indices, got shape {shape}.")
-        if label.numel():
+        # a uint8 label (the memory-mapped argmax) always fits: not read again, its pages stay released
+        fits = label.dtype in (torch.bool, torch.uint8) or (
+            self.output_dtype == np.uint16 and label.dtype == torch.uint16
+        )
+        if label.numel() and not fits:
             low, high = (float(v) for v in torch.aminmax(torch.as_tensor(label)))
             top = np.iinfo(self.output_dtype).max
             if low < 0 or high > top:
