@@ -61,7 +61,7 @@ class TileAggregator:
         """Write the first ``owned`` voxels per axis of ``tile`` ``(C, *tile_out)`` at ``start`` of image ``batch``."""
         if self.output is None:
             raise RuntimeError("TileAggregator.write before allocate.")
-        region = (batch, slice(None), *[slice(st, st + k) for st, k in zip(start, owned)])
+        region: tuple[int | slice, ...] = (batch, slice(None), *[slice(st, st + k) for st, k in zip(start, owned)])
         self.output[region] = tile[(slice(None), *[slice(0, k) for k in owned])].to(self.output.dtype)
 
     def store(self, result: torch.Tensor) -> torch.Tensor:
