@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
-from monai.handlers import CheckpointLoader
+from monai.handlers import CheckpointLoader, StatsHandler
 from monai.transforms import AsDiscreted, Compose, EnsureChannelFirstd
 from test_unet_bundle import BUNDLE, REPO, TINY_INFER, bundle_command
 
@@ -56,13 +56,21 @@ def first_error(caplog: pytest.LogCaptureFixture) -> str:
 def test_a_loading_error_names_the_case_file_and_cause(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cases = write_cases(tmp_path)
     items = [{"image": str(cases["good"]), "case_id": "good"}, {"image": str(cases["bad"]), "case_id": "bad"}]
-    with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError):
-        evaluator(items).run()
+    stats = logging.getLogger("monai.handlers.StatsHandler")  # MONAI's get_logger: it does not propagate
+    stats.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError):
+            evaluator(items, handlers=[StatsHandler(iteration_log=False)]).run()
+    finally:
+        stats.removeHandler(caplog.handler)
     message = first_error(caplog)
     assert message.startswith(f"case bad ({cases['bad']}) failed while loading: ValueError: {cases['bad']} is a")
     assert "truncated or corrupt gzip file" in message and "applying transform" not in message
     engine_lines = [r.getMessage() for r in caplog.records if r.name == ENGINE_LOGGER]
     assert engine_lines == [message, f"run stopped: {message}"]  # ignite's two lines, both rewritten
+    stats_lines = [r for r in caplog.records if r.name == stats.name]
+    assert [r.getMessage() for r in stats_lines] == [message, message]  # StatsHandler's, each before a traceback
+    assert all(r.exc_info for r in stats_lines)
 
 
 def test_a_write_error_names_the_case_and_the_output_fault(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -108,7 +116,8 @@ def test_cli_first_error_line_names_the_file_and_the_cause(tmp_path: Path) -> No
     cmd = bundle_command("inference", configs, tmp_path, *TINY_INFER, "--input", str(cases["bad"]))
     proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert proc.returncode != 0
-    first = next((line for line in proc.stdout.splitlines() if "ERROR" in line), None)
-    assert first is not None, proc.stdout[-3000:]
-    assert f"case {cases['bad']} failed while loading" in first, first
-    assert f"{cases['bad']} is a truncated or corrupt gzip file" in first, first
+    errors = [line for line in proc.stdout.splitlines() if "ERROR" in line]
+    assert errors, proc.stdout[-3000:]
+    assert f"case {cases['bad']} failed while loading" in errors[0], errors[0]
+    assert f"{cases['bad']} is a truncated or corrupt gzip file" in errors[0], errors[0]
+    assert not [line for line in errors if "applying transform" in line]  # none of the ERROR lines is MONAI's

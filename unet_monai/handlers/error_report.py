@@ -1,11 +1,12 @@
 """A failed run's first ERROR line names the case and the cause.
 
-When a case fails, ignite's engine logs "Current run is terminating due to exception: <message>" and, when the
-run unwinds, "Engine run is terminating due to exception: <message>". For a loading error the message is MONAI's
-wrapper, "applying transform <unet_monai.io.readers.StrictLoadImaged object at 0x...>", which names neither the
-file nor the cause; those follow in about 300 lines of tracebacks. :class:`ErrorReport` rewrites these two lines
-(a filter on the engine's logger; they are still logged at ERROR, and the tracebacks still follow) into
-"case <id> (<file>) failed while loading: ValueError: <file> is a truncated or corrupt gzip file ...".
+When a case fails, ignite's engine logs "Current run is terminating due to exception: <message>", MONAI's
+``StatsHandler`` "Exception: <message>" with the traceback, and, as the run unwinds, both once more. For a loading
+error the message is MONAI's wrapper, "applying transform <unet_monai.io.readers.StrictLoadImaged object at
+0x...>", which names neither the file nor the cause; those follow in about 300 lines of tracebacks.
+:class:`ErrorReport` rewrites these lines (filters on the loggers; they are still logged at ERROR, and the
+tracebacks still follow) into "case <id> (<file>) failed while loading: ValueError: <file> is a truncated or
+corrupt gzip file ...".
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _IGNITE_PREFIXES = {  # ignite's Engine: the iteration loop's line, then the run
     "Current run is terminating due to exception": "",
     "Engine run is terminating due to exception": "run stopped: ",
 }
+_HANDLER_PREFIXES = {"Exception: ": ""}  # MONAI's StatsHandler on EXCEPTION_RAISED, before its traceback
 
 
 def _describe_item(item: Any) -> str | None:
@@ -91,14 +93,19 @@ class ErrorReport:
     MONAI's "applying transform ..." wrapper.
 
     Use it in a bundle's handler list: ``{"_target_": "unet_monai.handlers.ErrorReport"}``.
+
+    Args:
+        handler_loggers: names of further loggers whose "Exception: <message>" line (logged with the traceback
+            when the engine raises) gets the same text: MONAI's ``StatsHandler``'s by default.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, handler_loggers: Sequence[str] = ("monai.handlers.StatsHandler",)) -> None:
         self.engine: weakref.ref[Engine] | None = None  # the logger outlives the engine; a weak reference
         self.phase = "before the first case"
         self.case: str | None = None
         self.fetched = 0  # batches fetched in this epoch
-        self._filter = _RewriteFilter(self)
+        self.handler_loggers = list(handler_loggers)
+        self._filters = [_RewriteFilter(self, _IGNITE_PREFIXES), _RewriteFilter(self, _HANDLER_PREFIXES)]
 
     def attach(self, engine: Engine) -> None:
         """Follow ``engine``'s batches and rewrite its error lines (``engine.logger``)."""
@@ -109,9 +116,12 @@ class ErrorReport:
         engine.add_event_handler(Events.GET_BATCH_COMPLETED, self._loaded)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._done)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_done)
-        for old in [f for f in engine.logger.filters if isinstance(f, _RewriteFilter) and f.engine() is None]:
-            engine.logger.removeFilter(old)  # of engines that are gone (the logger is shared by name)
-        engine.logger.addFilter(self._filter)
+        loggers = [(engine.logger, self._filters[0])]
+        loggers += [(logging.getLogger(name), self._filters[1]) for name in self.handler_loggers]
+        for logger, rewrite in loggers:
+            for old in [f for f in logger.filters if isinstance(f, _RewriteFilter) and f.engine() is None]:
+                logger.removeFilter(old)  # of engines that are gone (loggers are shared by name)
+            logger.addFilter(rewrite)
 
     def _started(self, engine: Engine) -> None:
         self.phase, self.case = "before the first case", None
@@ -163,9 +173,10 @@ class _RewriteFilter(logging.Filter):
     is the one being handled, and the frame that handles it is the engine's own: engines of one class share a
     logger (its name is the class's), and each report rewrites only its engine's lines."""
 
-    def __init__(self, report: ErrorReport) -> None:
+    def __init__(self, report: ErrorReport, prefixes: Mapping[str, str]) -> None:
         super().__init__()
         self.report = report
+        self.prefixes = prefixes  # the start of a line to rewrite -> what the new line starts with
 
     def engine(self) -> Engine | None:
         return self.report.engine() if self.report.engine is not None else None
@@ -174,12 +185,12 @@ class _RewriteFilter(logging.Filter):
         if record.levelno < logging.ERROR or not isinstance(record.msg, str):
             return True
         _, error, trace = sys.exc_info()
-        prefix = next((p for p in _IGNITE_PREFIXES if record.msg.startswith(p)), None)
+        prefix = next((p for p in self.prefixes if record.msg.startswith(p)), None)
         if prefix is None or error is None or trace is None:
             return True
         engine = self.engine()
         if engine is None or trace.tb_frame.f_locals.get("self") is not engine:
             return True
-        record.msg = _IGNITE_PREFIXES[prefix] + self.report.describe(error)
+        record.msg = self.prefixes[prefix] + self.report.describe(error)
         record.args = ()
         return True
