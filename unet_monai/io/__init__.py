@@ -3,7 +3,7 @@ datalists (manifests)."""
 
 from unet_monai.io.atomic import atomic_path
 from unet_monai.io.dicom import DicomSeries, DicomSeriesReader, find_dicom_series
-from unet_monai.io.dicom_seg import SaveDicomSegd, write_dicom_seg
+from unet_monai.io.dicom_seg import SaveDicomSegd, SegSources, seg_sources, write_dicom_seg
 from unet_monai.io.manifest import (
     check_label_values,
     inference_items,
@@ -40,6 +40,8 @@ __all__ = [
     "DicomSeriesReader",
     "SaveDicomSegd",
     "write_dicom_seg",
+    "seg_sources",
+    "SegSources",
     "DicomSeries",
     "find_dicom_series",
     "load_manifest",
