@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from unet_monai.bundle.readme_template import README_TEMPLATE
+from unet_monai.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ def export_configs(bundle_dir: Path, configs_dir: Path, overrides: Mapping[str, 
                     stacklevel=2,
                 )
         target = configs_dir / src.name
-        target.write_text(pretty_json(config), encoding="utf-8")
+        with atomic_path(target) as tmp:
+            tmp.write_text(pretty_json(config), encoding="utf-8")
         written.append(target)
     unknown = sorted(set(overrides) - used)
     if unknown:
@@ -245,7 +247,8 @@ def _match_network(configs: Path, target: Path) -> None:
     if (image["spatial_shape"], pred["spatial_shape"]) != (inputs, outputs):
         logger.info("network_data_format of the exported network: %s -> %s", inputs, outputs)
         image["spatial_shape"], pred["spatial_shape"] = inputs, outputs
-        meta_file.write_text(pretty_json(meta), encoding="utf-8")
+        with atomic_path(meta_file) as tmp:
+            tmp.write_text(pretty_json(meta), encoding="utf-8")
 
 
 def _check_checkpoint(ckpt: Path) -> None:
@@ -461,7 +464,8 @@ def export_bundle(
         raise FileNotFoundError(f"bundle_dir must hold LICENSE, got {bundle_dir} without it.")
     shutil.copyfile(license_file, target / "LICENSE")
     (target / "docs").mkdir()
-    (target / "docs" / "README.md").write_text(render_readme(configs, wheel.name), encoding="utf-8")
+    with atomic_path(target / "docs" / "README.md") as tmp:
+        tmp.write_text(render_readme(configs, wheel.name), encoding="utf-8")
     logger.info("model-zoo bundle written to %s", target)
     return target
 
