@@ -36,12 +36,12 @@ def write_cases(folder: Path) -> dict[str, Path]:
 
 
 def evaluator(
-    items: list[dict], postprocessing: Compose | None = None, handlers: list | None = None
+    items: list[dict], postprocessing: Compose | None = None, handlers: list | None = None, shuffle: bool = False
 ) -> SupervisedEvaluator:
     load = Compose([StrictLoadImaged("image", reader="NibabelReader", image_only=True), EnsureChannelFirstd("image")])
     engine = SupervisedEvaluator(
         device=torch.device("cpu"),
-        val_data_loader=DataLoader(Dataset(items, transform=load), batch_size=1),
+        val_data_loader=DataLoader(Dataset(items, transform=load), batch_size=1, shuffle=shuffle),
         network=torch.nn.Conv2d(1, 2, 1),
         postprocessing=postprocessing,
         val_handlers=[*(handlers or []), ErrorReport()],
@@ -71,6 +71,17 @@ def test_a_loading_error_names_the_case_file_and_cause(tmp_path: Path, caplog: p
     stats_lines = [r for r in caplog.records if r.name == stats.name]
     assert [r.getMessage() for r in stats_lines] == [message, message]  # StatsHandler's, each before a traceback
     assert all(r.exc_info for r in stats_lines)
+
+
+def test_out_of_order_loading_gives_the_cause_which_names_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a shuffling loader the failing item is not known before it is loaded; our reader's error names it."""
+    cases = write_cases(tmp_path)
+    with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError):
+        evaluator([{"image": str(cases["bad"])}], shuffle=True).run()
+    message = first_error(caplog)
+    assert message.startswith(f"failed while loading a case: ValueError: {cases['bad']} is a truncated or corrupt")
 
 
 def test_a_write_error_names_the_case_and_the_output_fault(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
