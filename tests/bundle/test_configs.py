@@ -132,3 +132,32 @@ def test_config_workflow_from_a_user_folder(tmp_path: Path, tiny_2d_bundle: Path
     )
     train.initialize()
     assert train.check_properties() in (None, [])
+
+
+@pytest.mark.parametrize("overlay", [[], ["evaluate.json"]], ids=["inference", "evaluation"])
+def test_keep_largest_component_removes_islands_per_class(tmp_path: Path, overlay: list[str]) -> None:
+    """``--keep_largest_component True`` adds MONAI's KeepLargestConnectedComponentd to the label steps (after the
+    argmax), per class; without it the labels keep every island."""
+    import torch
+    from monai.data import MetaTensor
+
+    logits = torch.zeros(3, 12, 12)
+    logits[1, 1:5, 1:5] = 5  # class 1: a 16-voxel blob ...
+    logits[1, 9, 9] = 5  # ... and a 1-voxel island
+    logits[2, 8:11, 1:4] = 5  # class 2: one blob
+    labels = {}
+    for keep in (False, True):
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLE / "inference.json"), *[str(BUNDLE / f) for f in overlay]])
+        parser.update({"bundle_root": str(tmp_path), "num_classes": 3, "keep_largest_component": keep})
+        steps = parser.get_parsed_content("label_steps")[:-1]  # without the inverse of the (empty) preprocessing
+        names = [type(s).__name__ for s in steps]
+        assert ("KeepLargestConnectedComponentd" in names) == keep
+        data = {"pred": MetaTensor(logits.clone())}
+        for step in steps:
+            data = step(data)
+        labels[keep] = torch.as_tensor(data["pred"])
+    if labels[False].shape[0] > 1:
+        labels[False] = labels[False].argmax(0, keepdim=True)  # evaluation without it scores the logits themselves
+    assert labels[False][0, 9, 9] == 1 and labels[True].view(-1)[9 * 12 + 9] == 0
+    assert (labels[True] == 1).sum() == 16 and (labels[True] == 2).sum() == 9
