@@ -59,7 +59,7 @@ def ras_spacing_and_shape(affine: Any, spatial_shape: Any) -> tuple[list[float],
         spatial_shape: the stored spatial shape ``(X, Y, Z)`` (or 2 sizes), in voxels.
 
     Returns:
-        ``(spacing, shape, axcodes)``: per RAS axis the spacing in mm and size in voxels, and nibabel's
+        ``(spacing, shape, axcodes)``: per RAS axis the spacing in mm (to 1e-6 mm) and size in voxels, and nibabel's
         ``aff2axcodes`` of the stored grid (e.g. ``"LPS"``).
     """
     matrix = np.asarray(affine, dtype=np.float64)
@@ -80,7 +80,7 @@ def ras_spacing_and_shape(affine: Any, spatial_shape: Any) -> tuple[list[float],
     size = [0] * dims
     for axis in range(dims):
         target = int(ornt[axis, 0])
-        spacing[target] = float(spacing_stored[axis])
+        spacing[target] = round(float(spacing_stored[axis]), 6)  # 0.8 mm, not float32's 0.800000011920929
         size[target] = shape[axis]
     return spacing, size, codes
 

@@ -237,10 +237,12 @@ def plan(
             break
         ratios = [o / m for o, m in zip(output, median_shape)]
         for axis in np.argsort(ratios)[::-1]:
-            smaller = output[axis] - net.pool_grid[axis]
+            smaller = [*output[:axis], output[axis] - net.pool_grid[axis], *output[axis + 1 :]]
+            # a step down along this axis must give a smaller valid output and leave at least one pooling
             if (
-                smaller >= 1
-                and valid_output_at_most(net, [*output[:axis], smaller, *output[axis + 1 :]])[axis] < output[axis]
+                smaller[axis] >= 1
+                and valid_output_at_most(net, smaller)[axis] < output[axis]
+                and pooling_plan(spacing, smaller, min_feature_map_size)[0]
             ):
                 break
         else:
@@ -248,7 +250,7 @@ def plan(
                 f"memory_budget_mb must hold the smallest output patch {output} (input {list(inp)}, batch "
                 f"{min_batch_size}, bf16), estimated at {memory:.0f} MiB, got {memory_budget_mb}."
             )
-        wanted = [*output[:axis], smaller, *output[axis + 1 :]]
+        wanted = smaller
         shrunk += 1
     if shrunk:
         reasons.append(

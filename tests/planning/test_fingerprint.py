@@ -1,0 +1,79 @@
+"""fingerprint_datalist on real NIfTI files: RAS geometry, orientations, class counts, foreground intensities."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from phantoms import ANISO_CASES
+
+from unet_monai.planning import fingerprint_datalist, ras_spacing_and_shape
+
+
+@pytest.mark.parametrize("axcodes", ["RAS", "LPS", "PSR", "ASL", "ILP"], ids=lambda c: c)
+def test_ras_spacing_and_shape_undoes_the_stored_orientation(axcodes: str) -> None:
+    ras = nib.Nifti1Image(np.zeros((5, 6, 7), np.float32), np.diag([0.5, 0.8, 3.0, 1.0]))
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(tuple(axcodes))
+    )
+    stored = ras.as_reoriented(transform)
+    spacing, shape, codes = ras_spacing_and_shape(stored.affine, stored.shape)
+    assert codes == axcodes
+    assert shape == [5, 6, 7]
+    assert spacing == pytest.approx([0.5, 0.8, 3.0])
+
+
+def test_fingerprint_reports_each_case_in_ras_axes(aniso_datalist: Path) -> None:
+    fp = fingerprint_datalist(aniso_datalist, progress=False)
+    assert fp["spatial_dims"] == 3 and fp["in_channels"] == 1
+    assert [c["orientation"] for c in fp["cases"]] == ["LPS", "RAS", "PSR"]
+    for case, written in zip(fp["cases"], ANISO_CASES):
+        assert case["shape"] == list(written["ras_shape"])
+        assert case["spacing"] == pytest.approx(list(written["ras_spacing"]))
+    assert fp["median_spacing"] == pytest.approx([0.8, 0.8, 5.0])
+    assert fp["median_shape"] == [60, 60, 12]
+    assert fp["modality"] == {"0": "CT"} and fp["labels"] == {"0": "background", "1": "box", "2": "ball"}
+
+
+def test_fingerprint_counts_classes_and_foreground_intensities(aniso_datalist: Path) -> None:
+    fp = fingerprint_datalist(aniso_datalist, progress=False)
+    labels = [np.asarray(nib.load(aniso_datalist.parent / f"case{i}_seg.nii.gz").dataobj) for i in range(3)]
+    images = [np.asarray(nib.load(aniso_datalist.parent / f"case{i}_0000.nii.gz").dataobj) for i in range(3)]
+    for case, label in zip(fp["cases"], labels):
+        assert case["class_counts"] == {str(v): int((label == v).sum()) for v in (0, 1, 2)}
+    assert fp["class_counts"] == {str(v): sum(int((lab == v).sum()) for lab in labels) for v in (0, 1, 2)}
+    (stats,) = fp["foreground_intensity"]
+    foreground = np.concatenate([img[lab > 0] for img, lab in zip(images, labels)])
+    assert stats["num_samples"] == 3 * 10000
+    assert stats["percentile_99_5"] == pytest.approx(200.0)  # the ball: 2 % of the foreground, all at 200
+    assert stats["min"] >= foreground.min() and stats["max"] <= foreground.max()
+    assert stats["mean"] == pytest.approx(foreground.mean(), abs=2.0)
+
+
+def test_fingerprint_of_two_channel_cases(datalist_writer: Callable[..., Path]) -> None:
+    cases = [{"ras_shape": (20, 20, 10), "ras_spacing": (1.0, 1.0, 2.0), "channels": 2, "seed": s} for s in (0, 1)]
+    fp = fingerprint_datalist(datalist_writer(cases, modality={"0": "CT", "1": "MR"}), progress=False)
+    assert fp["in_channels"] == 2
+    first, second = fp["foreground_intensity"]
+    assert second["percentile_99_5"] == pytest.approx(first["percentile_99_5"] + 100.0)
+
+
+def test_a_label_value_the_datalist_does_not_name_is_refused(datalist_writer: Callable[..., Path]) -> None:
+    path = datalist_writer(ANISO_CASES[:1], labels={"0": "background", "1": "box"})
+    with pytest.raises(ValueError, match=r"case0_seg\.nii\.gz must hold only the label values .*\[0, 1\].*\[2\]"):
+        fingerprint_datalist(path, progress=False)
+
+
+def test_a_label_off_its_image_grid_is_refused(datalist_writer: Callable[..., Path]) -> None:
+    path = datalist_writer(ANISO_CASES[:1])
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)), str(path.parent / "case0_seg.nii.gz"))
+    with pytest.raises(ValueError, match=r"label .*case0_seg\.nii\.gz must have shape \(1, 60, 56, 12\)"):
+        fingerprint_datalist(path, progress=False)
+
+
+def test_no_datalist_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"manifest must be a datalist JSON file \(--manifest M\.json\), got None"):
+        fingerprint_datalist(None)  # type: ignore[arg-type]
