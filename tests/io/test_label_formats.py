@@ -134,3 +134,33 @@ def test_png_label_off_the_input_grid_or_out_of_range_is_refused(tmp_path: Path)
     with pytest.raises(ValueError, match=r"must be \(1, X, Y\[, Z\]\) class indices, got shape \(2, 53, 37\)"):
         save({"pred": torch.cat([to_label(image)] * 2)})
     assert not (tmp_path / "out").exists()  # nothing written for a refused label
+
+
+@pytest.mark.parametrize("name", ["cells.png", "cells.tif"])
+def test_the_bundle_postprocessing_writes_the_input_format(tmp_path: Path, name: str) -> None:
+    """inference.json's own load stage and postprocessing (argmax, inversion to the input grid, save_labels), with
+    logits made from the image (class 1 from intensity 100): the label file overlays the input file."""
+    from monai.bundle import ConfigParser
+    from monai.data import MetaTensor
+
+    repo = Path(__file__).resolve().parents[2]
+    array = np.zeros((37, 53), dtype=np.uint8)
+    for spot, value in SPOTS_2D.items():
+        array[spot] = value
+    Image.fromarray(array).save(tmp_path / name)
+    parser = ConfigParser()
+    parser.read_config(str(repo / "bundles" / "unet" / "inference.json"))
+    parser["bundle_root"] = str(tmp_path)
+    parser["output_dir"] = str(tmp_path / "out")
+    parser["label_names"] = {1: "cell"}  # not the synthetic data set's manifest
+    item = parser.get_parsed_content("preprocessing")({"image": str(tmp_path / name)})
+    image = item["image"]
+    raw = torch.as_tensor(array.T[None].astype(np.float32))  # (1, columns, rows), as MONAI's readers order axes
+    logits = MetaTensor(torch.cat([100 - raw, raw - 99.5]), meta=dict(image.meta))
+    parser.get_parsed_content("postprocessing")({"image": image, "pred": logits})
+
+    written = tmp_path / "out" / name.replace(".", "_seg.")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [written.name]
+    label = read_pages(written)
+    assert label.shape == array.shape
+    np.testing.assert_array_equal(label, (array >= 100).astype(np.uint8))
