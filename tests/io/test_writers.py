@@ -1,13 +1,17 @@
 """AtomicNibabelWriter: round trips on the real spleen CT, and no partial file under the final name; SaveLabelsd's
-write errors (a read-only folder, a file in the way, a size limit) name the file and the cause."""
+write errors (a read-only folder, a file in the way, a size limit, a full and a read-only file system) name the file
+and the cause."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import resource
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -187,3 +191,79 @@ def test_a_file_size_limit_fails_the_write_and_keeps_the_older_label(tmp_path: P
     assert f"cannot write {older}: File too large (the older file was kept" in str(info.value)
     assert older.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [older.name]
+
+
+# A full disk (ENOSPC) and a read-only file system (EROFS) for real: tiny tmpfs mounts in a private mount namespace
+# (``unshare -m``, root only), gone with the process. Prints what each write raised, as JSON.
+ON_TINY_MOUNTS = """
+import json, logging, sys
+from pathlib import Path
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from unet_monai.handlers import CaseFailureReport
+from unet_monai.io import SaveLabelsd
+
+full, read_only = Path(sys.argv[1]), Path(sys.argv[2])
+results = {}
+
+
+def label(shape, seed=0):
+    values = np.random.default_rng(seed).integers(0, 255, size=(1, *shape), dtype=np.uint8)  # incompressible
+    return MetaTensor(torch.as_tensor(values), meta={"filename_or_obj": "case.png", "spatial_shape": np.array(shape)})
+
+
+def attempt(name, write):
+    try:
+        write()
+        results[name] = None
+    except OSError as err:
+        results[name] = [type(err).__name__, err.errno, str(err)]
+
+
+SaveLabelsd("pred", output_dir=full)({"pred": label((8, 8))})  # an older label, 1 KiB
+results["older"] = (full / "case_seg.png").read_bytes().hex()
+attempt("no_space", lambda: SaveLabelsd("pred", output_dir=full)({"pred": label((256, 256))}))  # 64 KiB on 64 KiB
+results["after"] = (full / "case_seg.png").read_bytes().hex()
+results["left"] = sorted(p.name for p in full.iterdir())
+attempt("read_only", lambda: SaveLabelsd("pred", output_dir=read_only)({"pred": label((8, 8))}))
+report = CaseFailureReport(read_only / "failures.csv")
+report.add("case1", "loading", "ValueError: x")  # must not raise
+results["report"] = report.write_error
+print(json.dumps(results))
+"""
+
+
+def _can_mount() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.slow  # a child process that imports torch and MONAI (about 13 s here); the in-process tests above
+@pytest.mark.integration  # cover the same code path with EACCES, ENOTDIR and EFBIG
+@pytest.mark.skipif(not _can_mount(), reason="needs root and `unshare -m` for a private tmpfs (a real full disk)")
+def test_full_and_read_only_file_systems_are_reported_as_such(tmp_path: Path) -> None:
+    full, read_only = tmp_path / "full", tmp_path / "ro"
+    full.mkdir()
+    read_only.mkdir()
+    mounts = 'mount -t tmpfs -o size=64k tmpfs "$1" && mount -t tmpfs -o ro tmpfs "$2" && exec "$3" -c "$4" "$1" "$2"'
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", mounts, "sh", str(full), str(read_only), sys.executable, ON_TINY_MOUNTS],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    kind, code, message = results["no_space"]
+    assert code == errno.ENOSPC, message
+    assert f"cannot write {full / 'case_seg.png'}: No space left on device (the older file was kept" in message
+    assert results["after"] == results["older"] and results["left"] == ["case_seg.png"]  # no partial file
+    kind, code, message = results["read_only"]
+    assert code == errno.EROFS, message
+    assert f"cannot write {read_only / 'case_seg.png'}: Read-only file system" in message
+    assert f"cannot write {read_only / 'failures.csv'}: Read-only file system" in results["report"]
+    assert not list(full.iterdir()) and not list(read_only.iterdir())  # the mounts were private to the child
