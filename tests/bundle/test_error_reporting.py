@@ -132,3 +132,28 @@ def test_cli_first_error_line_names_the_file_and_the_cause(tmp_path: Path) -> No
     assert f"case {cases['bad']} failed while loading" in errors[0], errors[0]
     assert f"{cases['bad']} is a truncated or corrupt gzip file" in errors[0], errors[0]
     assert not [line for line in errors if "applying transform" in line]  # none of the ERROR lines is MONAI's
+
+
+def test_skip_mode_end_of_run_error_is_not_blamed_on_a_case(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """In skip mode the run ends with the failure report's error: the line says it came at the end of the run."""
+    from unet_monai.data import FailureTolerantDataset
+    from unet_monai.handlers import CaseFailureReport, SkipFailedIteration
+
+    cases = write_cases(tmp_path)
+    report = CaseFailureReport(tmp_path / "out" / "failures.csv")
+    load = Compose([StrictLoadImaged("image", reader="NibabelReader", image_only=True), EnsureChannelFirstd("image")])
+    items = [{"image": str(cases["bad"]), "case_id": "bad"}, {"image": str(cases["good"]), "case_id": "good"}]
+    engine = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=DataLoader(FailureTolerantDataset(Dataset(items, transform=load)), batch_size=1),
+        network=torch.nn.Conv2d(1, 2, 1),
+        iteration_update=SkipFailedIteration(report),
+        val_handlers=[report, ErrorReport()],
+    )
+    with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError, match="1 case"):
+        engine.run()
+    engine_lines = [r.getMessage() for r in caplog.records if r.name == ENGINE_LOGGER]
+    assert engine_lines == [
+        "run stopped: failed at the end of the run: RuntimeError: 1 case(s) failed and were skipped; they are listed "
+        f"in {tmp_path / 'out' / 'failures.csv'}. Every other case was processed."
+    ]

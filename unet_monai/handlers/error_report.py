@@ -141,7 +141,8 @@ class ErrorReport:
         self.phase = "after"
 
     def _epoch_done(self, engine: Engine) -> None:
-        self.phase, self.case = f"at the end of epoch {engine.state.epoch}", None
+        last = engine.state.max_epochs is not None and engine.state.epoch >= engine.state.max_epochs
+        self.phase, self.case = "at the end of the run" if last else f"at the end of epoch {engine.state.epoch}", None
 
     def _next_case(self, engine: Engine) -> str | None:
         """The item the data loader is about to read, when it reads the dataset in order."""
@@ -186,8 +187,8 @@ class _RewriteFilter(logging.Filter):
             return True
         _, error, trace = sys.exc_info()
         prefix = next((p for p in self.prefixes if record.msg.startswith(p)), None)
-        if prefix is None or error is None or trace is None:
-            return True
+        if prefix is None or not isinstance(error, Exception) or trace is None:
+            return True  # KeyboardInterrupt and the like are no case's failure
         engine = self.engine()
         if engine is None or trace.tb_frame.f_locals.get("self") is not engine:
             return True
