@@ -291,13 +291,14 @@ def inference_items(
 ) -> list[dict]:
     """What to segment, for ``inference.json``: ``input`` (an image file, a DICOM series folder, a list of
     them, or a datalist JSON), or else the ``split`` list of ``manifest`` (paths from ``data_root`` when
-    given). Paths must exist unless ``check_files`` is False (skip-and-report runs find out per case)."""
+    given). Paths must exist unless ``check_files`` is False (skip-and-report runs find out per case). A datalist's
+    labels are left out: inference neither reads nor checks them (``evaluate.json`` scores against them)."""
     if input is None or input == "":
         if manifest is None:
             raise ValueError("give an input (file, DICOM folder, list or datalist) or a manifest.")
-        return load_manifest(manifest, split, check_files=check_files, data_root=data_root)
+        return _without_labels(load_manifest(manifest, split, check_files=check_files, data_root=data_root))
     if isinstance(input, (str, os.PathLike)) and str(input).endswith(".json"):
-        return load_manifest(input, split, check_files=check_files)
+        return _without_labels(load_manifest(input, split, check_files=check_files))
     paths = input if isinstance(input, (list, tuple)) else [input]
     items = []
     for i, path in enumerate(paths):
@@ -305,3 +306,7 @@ def inference_items(
             raise FileNotFoundError(f"input[{i}] {path} does not exist.")
         items.append({"image": str(Path(path).resolve())})
     return items
+
+
+def _without_labels(items: list[dict]) -> list[dict]:
+    return [{k: v for k, v in item.items() if k != "label"} for item in items]
