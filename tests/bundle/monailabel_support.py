@@ -70,7 +70,7 @@ def make_zoo_bundle(dest: Path, checkpoint: Path | None, overrides: Mapping[str,
     :func:`unet_monai.bundle.export_configs` writes them, with ``overrides``) and ``models/model.pt``.
 
     Args:
-        dest: the bundle folder (``<app>/model/unet`` for the stock app); created.
+        dest: the bundle folder (the app takes ``--conf bundle <dest>``, default ``<app>/model/unet``); created.
         checkpoint: a state dict of the network ``configs/inference.json`` defines with ``overrides``; None writes
             the freshly initialised network's (seeded by the caller) instead.
         overrides: config id -> value written into the configs (the settings the checkpoint was trained with).
