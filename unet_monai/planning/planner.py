@@ -2,8 +2,8 @@
 :class:`unet_monai.networks.PaperUNet`, from a :func:`unet_monai.planning.fingerprint_datalist` fingerprint.
 
 - Target spacing: the median spacing; for anisotropic data (the coarsest axis' median spacing more than
-  ``anisotropy_threshold`` = 3 times the finest and, as nnU-Net also requires, fewer than a third as many voxels
-  along it) the coarse axis gets the 10th percentile of its spacings (not finer than the other axes).
+  ``anisotropy_threshold`` = 3 times that of every other axis and, as nnU-Net also requires, fewer than a third
+  as many voxels along it) the coarse axis gets the 10th percentile of its spacings (not finer than the others).
 - Pooling and kernels per level (nnU-Net's ``get_pool_and_conv_props``): an axis is pooled while its current
   spacing is less than twice the finest current spacing and its patch size stays at least
   ``2 * min_feature_map_size``; a convolution has size 1 along an axis that is still twice as coarse as the
@@ -13,7 +13,9 @@
   256**3 voxels with the aspect ratio of the spacing, 2048**2 in 2D), at most the median shape after resampling;
   while :func:`unet_monai.planning.estimate_training_memory_mb` (batch 2, bf16, the valid net's input patch, which
   adds the context on each side) exceeds ``memory_budget_mb``, the axis largest relative to the median shape
-  shrinks by one step of the valid sizes, and the pooling plan is redone for the smaller patch (nnU-Net's loop).
+  shrinks by one step of the valid sizes, and the pooling plan is redone for the smaller patch (nnU-Net's loop);
+  where a step removed a pooling (and so context), the patch then grows back with the final pooling plan, the axis
+  smallest relative to the median shape first, while the estimate fits (not in nnU-Net, whose net has no context).
 - Batch size: as many patches as the budget holds beyond 2, at most 5 % of the data set's voxels per batch, at
   least 2 (nnU-Net).
 - Normalisation per channel: ``"ct"`` (clip to the foreground's 0.5 / 99.5 percentiles, z-score with the
@@ -48,7 +50,8 @@ def target_spacing(
     Args:
         spacings: per case the spacing per axis (mm).
         shapes: per case the shape per axis (voxels), same axes.
-        anisotropy_threshold: ratio of the coarsest to the finest median spacing above which data is anisotropic.
+        anisotropy_threshold: ratio of the coarsest median spacing to that of each other axis above which data is
+            anisotropic.
     """
     spacing_arr = np.asarray(spacings, dtype=np.float64)
     shape_arr = np.asarray(shapes, dtype=np.float64)
@@ -59,16 +62,16 @@ def target_spacing(
     size = np.percentile(shape_arr, 50, axis=0)
     worst = int(np.argmax(target))
     others = [i for i in range(len(target)) if i != worst]
-    aniso_spacing = target[worst] > anisotropy_threshold * min(target[others])
+    aniso_spacing = target[worst] > anisotropy_threshold * max(target[others])  # nnU-Net 2.8: max
     aniso_voxels = size[worst] * anisotropy_threshold < min(size[others])
     reason = f"median spacing {np.round(target, 4).tolist()} mm"
     if aniso_spacing and aniso_voxels:
         coarse = float(np.percentile(spacing_arr[:, worst], 10))
         if coarse < max(target[others]):
             coarse = max(max(target[others]), coarse) + 1e-5
-        finest, fewest = min(target[others]), min(size[others])
+        coarsest, fewest = max(target[others]), min(size[others])
         reason += (
-            f"; anisotropic (axis {worst}: {target[worst]:.4g} mm > {anisotropy_threshold:g} x {finest:.4g} mm, "
+            f"; anisotropic (axis {worst}: {target[worst]:.4g} mm > {anisotropy_threshold:g} x {coarsest:.4g} mm, "
             f"{size[worst]:g} voxels < {fewest:g} / {anisotropy_threshold:g}), so axis {worst} takes the 10th "
             f"percentile of its spacings, {coarse:.4g} mm"
         )
@@ -257,6 +260,26 @@ def plan(
             f"output patch shrunk {shrunk} step(s) to {output} (input {list(inp)}): the estimate for batch "
             f"{min_batch_size} fits {memory_budget_mb:g} MiB"
         )
+        # a shrink step that removed a pooling also removed context, and may leave much of the budget unused: grow
+        # the patch back with this pooling plan, the axis smallest relative to the median shape first
+        grown = 0
+        while True:
+            for axis in np.argsort([o / m for o, m in zip(output, median_shape)]):
+                larger = [*output[:axis], output[axis] + net.pool_grid[axis], *output[axis + 1 :]]
+                if larger[axis] > median_shape[axis]:
+                    continue
+                larger_inp = net.input_shape_for(larger)
+                if estimate(pools, kernels, larger_inp, min_batch_size) <= memory_budget_mb:
+                    output, inp = larger, larger_inp
+                    grown += 1
+                    break
+            else:
+                break
+        if grown:
+            reasons.append(
+                f"then grown {grown} step(s) with that pooling plan to {output} (input {list(inp)}), within the "
+                "budget and the median shape"
+            )
     reasons.append(
         f"pooling {pools}, kernels {kernels}: pool an axis while its spacing is < 2x the finest and its patch >= "
         f"{2 * min_feature_map_size} voxels; kernel 1 along an axis still >= 2x coarser"
