@@ -14,9 +14,10 @@ from test_unet_bundle import BUNDLE, TINY_INFER, run_bundle
 
 CONFIGS = sorted(p for p in BUNDLE.glob("*.json") if p.name not in ("metadata.json", "metadata_schema.json"))
 # what inference.json must repeat from train.json (MONAI configs have no include, and the README's inference
-# command, MONAI Label and the model zoo load inference.json alone): the network and the stages it runs through
+# command, MONAI Label and the model zoo load inference.json alone): the network and the stages it runs through.
+# Not the datalist: inference reads the one training wrote (it never generates data), with no label checks.
 SHARED_IDS = [
-    "bundle_root", "output_dir", "ckpt_dir", "device", "spatial_dims", "dataset_dir", "manifest", "data_root",
+    "bundle_root", "output_dir", "ckpt_dir", "device", "spatial_dims", "dataset_dir", "data_root",
     "in_channels", "num_classes", "features", "padding", "norm", "dropout", "network_def", "network", "precision",
     "memory_format", "val_output_patch_size", "tile_inferer", "stages::check", "stages::labels",
     "stages::orientation", "stages::spacing", "stages::intensity",
@@ -149,7 +150,9 @@ def test_keep_largest_component_removes_islands_per_class(tmp_path: Path, overla
     for keep in (False, True):
         parser = ConfigParser()
         parser.read_config([str(BUNDLE / "inference.json"), *[str(BUNDLE / f) for f in overlay]])
-        parser.update({"bundle_root": str(tmp_path), "num_classes": 3, "keep_largest_component": keep})
+        parser.update(
+            {"bundle_root": str(tmp_path), "num_classes": 3, "keep_largest_component": keep, "label_values": None}
+        )
         steps = parser.get_parsed_content("label_steps")[:-1]  # without the inverse of the (empty) preprocessing
         names = [type(s).__name__ for s in steps]
         assert ("KeepLargestConnectedComponentd" in names) == keep
@@ -161,3 +164,15 @@ def test_keep_largest_component_removes_islands_per_class(tmp_path: Path, overla
         labels[False] = labels[False].argmax(0, keepdim=True)  # evaluation without it scores the logits themselves
     assert labels[False][0, 9, 9] == 1 and labels[True].view(-1)[9 * 12 + 9] == 0
     assert (labels[True] == 1).sum() == 16 and (labels[True] == 2).sum() == 9
+
+
+def test_inference_generates_no_data_and_needs_no_datalist(tmp_path: Path) -> None:
+    """Inference of given files on a fresh bundle root (a MONAI Label server's, a read-only zoo bundle) neither
+    writes the synthetic data set nor needs a datalist: label checks and names come from evaluation's overlay."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "inference.json"))
+    parser.update({"bundle_root": str(tmp_path), "input": str(tmp_path / "x.nii.gz"), "features": [4, 8, 16]})
+    for key in ("preprocessing", "postprocessing", "inferer", "network"):
+        parser.get_parsed_content(key)
+    assert parser.get_parsed_content("label_names") == {1: "class 1"}
+    assert not list(tmp_path.iterdir())  # nothing written below the bundle root

@@ -3,7 +3,6 @@ through the bundle's CLI; an output-side fault reads as what it is."""
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 from pathlib import Path
@@ -16,7 +15,7 @@ from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
 from monai.handlers import CheckpointLoader, StatsHandler
 from monai.transforms import AsDiscreted, Compose, EnsureChannelFirstd
-from test_unet_bundle import BUNDLE, REPO, TINY_INFER, bundle_command
+from test_unet_bundle import REPO, TINY_INFER, bundle_command
 
 from unet_monai.handlers import ErrorReport
 from unet_monai.io import SaveLabelsd, StrictLoadImaged
@@ -116,14 +115,7 @@ def test_cli_first_error_line_names_the_file_and_the_cause(tmp_path: Path) -> No
     (tmp_path / "models").mkdir()
     net = PaperUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8, 16))
     torch.save(net.state_dict(), tmp_path / "models" / "model.pt")
-    configs = ["bundles/unet/inference.json"]
-    if "unet_monai.handlers.ErrorReport" not in (BUNDLE / "inference.json").read_text():
-        # until inference.json attaches it (see unet_monai/handlers/error_report.py), attach it with an overlay
-        overlay = tmp_path / "error_report.json"
-        handlers = "$@handlers + [@error_report] + ([@failure_report] if @skip_failed else [])"
-        entries = {"error_report": {"_target_": "unet_monai.handlers.ErrorReport"}, "evaluator::val_handlers": handlers}
-        overlay.write_text(json.dumps(entries))
-        configs.append(str(overlay))
+    configs = ["bundles/unet/inference.json"]  # its handlers include ErrorReport
     cmd = bundle_command("inference", configs, tmp_path, *TINY_INFER, "--input", str(cases["bad"]))
     proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert proc.returncode != 0

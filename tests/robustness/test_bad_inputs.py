@@ -18,10 +18,10 @@ import pytest
 from monai.transforms import Compose, EnsureChannelFirstd
 from PIL import Image
 
-from unet_monai.io import DicomSeriesReader, StrictLoadImaged, load_manifest
+from unet_monai.io import DicomSeriesReader, StrictLoadImaged, TiffStackReader, load_manifest
 from unet_monai.transforms import CheckImaged
 
-READERS = [DicomSeriesReader(), "PILReader", "NibabelReader"]  # inference.json's list
+READERS = [DicomSeriesReader(), TiffStackReader(), "PILReader", "NibabelReader"]  # inference.json's list
 
 
 def load(data: dict, spatial_dims: int = 3, channels: int = 1) -> dict:
