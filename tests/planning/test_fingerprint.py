@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,6 +75,41 @@ def test_a_label_off_its_image_grid_is_refused(datalist_writer: Callable[..., Pa
         fingerprint_datalist(path, progress=False)
 
 
+def test_a_label_on_a_flipped_grid_is_refused(datalist_writer: Callable[..., Path]) -> None:
+    path = datalist_writer(ANISO_CASES[1:2])  # stored RAS, 56 x 60 x 14
+    label = nib.load(path.parent / "case0_seg.nii.gz")
+    flipped = label.affine @ np.diag([-1.0, 1.0, 1.0, 1.0])  # same shape, x mirrored: another grid
+    nib.save(nib.Nifti1Image(np.asarray(label.dataobj), flipped), str(path.parent / "case0_seg.nii.gz"))
+    with pytest.raises(ValueError, match=r"case0_seg\.nii\.gz and image .*case0_0000\.nii\.gz must lie on one grid"):
+        fingerprint_datalist(path, progress=False)
+
+
 def test_no_datalist_is_refused() -> None:
     with pytest.raises(ValueError, match=r"manifest must be a datalist JSON file \(--manifest M\.json\), got None"):
         fingerprint_datalist(None)  # type: ignore[arg-type]
+
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "totalsegmentator-examples"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
+def test_fingerprint_of_a_dicom_series_folder(tmp_path: Path) -> None:
+    """The JPEG 2000 CT series (0.977 x 0.977 x 2 mm, stored LPS) with its TotalSegmentator spleen moved onto the
+    series' grid as our reader reads it (SOURCE.md: label[i, j] is DICOM pixel (row 511 - j, column i))."""
+    from monai.transforms import LoadImage
+
+    from unet_monai.io import DicomSeriesReader
+
+    series = LoadImage(reader=DicomSeriesReader(), image_only=True)(str(SHARED / "example_ct_dicom"))
+    seg = np.asarray(nib.load(SHARED / "example_seg_dicom.nii.gz").dataobj)[:, ::-1]
+    spleen = (seg == 1).astype(np.uint8)
+    nib.save(nib.Nifti1Image(spleen, series.affine.numpy()), str(tmp_path / "spleen.nii.gz"))
+    datalist = {"modality": {"0": "CT"}, "labels": {"0": "background", "1": "spleen"},
+                "training": [{"image": str(SHARED / "example_ct_dicom"), "label": "spleen.nii.gz"}]}  # fmt: skip
+    (tmp_path / "ct.json").write_text(json.dumps(datalist))
+    fp = fingerprint_datalist(tmp_path / "ct.json", progress=False)
+    (case,) = fp["cases"]
+    assert case["orientation"] == "LPS" and case["shape"] == [512, 512, 20]
+    assert case["spacing"] == pytest.approx([0.976562, 0.976562, 2.0])
+    assert case["class_counts"]["1"] == int(spleen.sum())
+    assert fp["foreground_intensity"][0]["mean"] == pytest.approx(80.0, abs=15.0)  # SOURCE.md: spleen 80 HU

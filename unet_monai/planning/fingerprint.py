@@ -28,7 +28,7 @@ from unet_monai.io.manifest import (
     manifest_ignore_label,
     manifest_labels,
 )
-from unet_monai.transforms.check import label_value_counts
+from unet_monai.transforms.check import check_same_grid, label_value_counts
 from unet_monai.transforms.intensity import foreground_intensity_stats
 
 __all__ = ["fingerprint_datalist", "ras_spacing_and_shape", "datalist_name"]
@@ -128,7 +128,8 @@ def fingerprint_datalist(
     Raises:
         FileNotFoundError: the datalist or one of its files is missing.
         ValueError: no datalist given; cases with different channel counts or dimensionality, a label off its
-            image's shape, a label value the datalist does not name, no foreground anywhere (each naming the file).
+            image's grid (shape, or affine beyond 1e-3 voxel), a label value the datalist does not name, no
+            foreground anywhere (each naming the file).
     """
     if manifest is None or str(manifest) == "":
         raise ValueError(f"manifest must be a datalist JSON file (--manifest M.json), got {manifest!r}.")
@@ -157,6 +158,7 @@ def fingerprint_datalist(
                     f"label {item['label']} must have shape {(1, *spatial)} (one channel on the grid of image "
                     f"{item['image']}), got {tuple(label.shape)}."
                 )
+            check_same_grid(image, label)  # a label on another grid would give the wrong foreground intensities
             check_label_values(label_value_counts(label).keys(), labels, item["label"], ignore)
             spacing, shape, codes = ras_spacing_and_shape(image.meta["affine"], spatial)
             counts = label_value_counts(label)
