@@ -30,12 +30,16 @@ from unet_monai.transforms.dictionary import (
     RandElasticGridd,
 )
 from unet_monai.transforms.elastic import RandElasticGrid, cubic_upsample_matrix, dense_displacement
+from unet_monai.transforms.ignore import MaskIgnoredd
 from unet_monai.transforms.intensity import SCHEMES, NormalizeByModality, ct_scheme, foreground_intensity_stats
+from unet_monai.transforms.pad import MirrorPadd
 from unet_monai.transforms.sampling import ForegroundLocations, ForegroundSampler, VoxelLocations, voxel_locations
 from unet_monai.transforms.watershed import WatershedLines, WatershedLinesd, watershed_lines
 from unet_monai.transforms.weight_map import BorderWeightMap, border_weight_map
 
 __all__ = [
+    "MaskIgnoredd",
+    "MirrorPadd",
     "RandElasticGrid",
     "RandElasticGridd",
     "BorderWeightMap",

@@ -8,7 +8,7 @@ The class locations are found once per case by :class:`ForegroundLocations` (det
 the patch, the network's input size with its context, is cut and deformed as before, and the label crop (the
 network's output size, ``crop_size``) is the patch's centre, around the chosen voxel.
 
-Example (bundle config: the locations after ``BorderPadd`` in ``train::deterministic_transforms``, the sampler
+Example (bundle config: the locations after ``MirrorPadd`` in ``train::deterministic_transforms``, the sampler
 options on the patch transform in ``train::random_transforms``)::
 
     {"_target_": "unet_monai.transforms.ForegroundLocationsd", "keys": "label", "ignore_index": null},
@@ -98,7 +98,7 @@ def voxel_locations(
 class ForegroundLocations(Transform):
     """Find the class locations of a label once (deterministic): ``(1, *spatial)`` -> :class:`VoxelLocations`.
 
-    Put it after the last spatial transform before the patch sampler (after ``BorderPadd``), so the indices
+    Put it after the last spatial transform before the patch sampler (after ``MirrorPadd``), so the indices
     address the array the sampler cuts.
 
     Args:
@@ -129,7 +129,7 @@ class ForegroundSampler:
     A patch centred on voxel ``c`` starts at ``c - patch_size // 2``, clamped into the volume; its label crop (the
     centre ``crop_size``, as :class:`RandElasticGrid` cuts it) then holds ``c`` at index ``crop_size // 2``. Where
     the clamp moves the patch, ``c`` stays in the label crop as long as the volume was padded by the network's
-    context (the bundle's ``BorderPadd``).
+    context (the bundle's ``MirrorPadd``).
 
     Args:
         pos_fraction: fraction of patches centred on foreground, in ``[0, 1]`` (nnU-Net: 0.33).
@@ -190,7 +190,7 @@ class ForegroundSampler:
             raise ValueError(
                 f"locations must be of the volume the patch is cut from, spatial shape {spatial}, got "
                 f"{tuple(locations.spatial_shape)}; compute them (ForegroundLocationsd) after the last spatial "
-                "transform before the sampler (after BorderPadd)."
+                "transform before the sampler (after MirrorPadd)."
             )
         self.last_class = self.last_center = None
         if self.pos_fraction > 0 and R.random_sample() < self.pos_fraction:
