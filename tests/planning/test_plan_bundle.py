@@ -16,7 +16,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose
 from phantoms import ANISO_CASES, write_datalist
 
-from unet_monai.planning import fingerprint_datalist, plan
+from unet_monai.planning import fingerprint_datalist, plan, write_overlay
 from unet_monai.planning.overlay import OVERLAY_IDS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,3 +119,28 @@ def test_plan_of_the_shared_spleen_ct() -> None:
     assert p["kernel_sizes"][:3] == [[3, 3, 1], [3, 3, 1], [3, 3, 3]]
     assert all(o <= m for o, m in zip(p["output_patch_size"], [164, 166, 26]))
     assert p["schemes"][0]["scheme"] == "ct" and p["estimated_memory_mb"] <= 8192
+
+
+@pytest.mark.slow
+def test_the_overlay_trains_and_segments_with_no_other_edit(tmp_path: Path) -> None:
+    """Plan, one epoch of train.json + overlay, inference.json + overlay: labels on the LPS input's own grid.
+    Only the channels are overridden (``--features``), to keep a CPU step short."""
+    datalist = write_datalist(tmp_path / "data", ANISO_CASES)
+    content = json.loads(datalist.read_text())
+    content["validation"] = content["training"][:1]
+    datalist.write_text(json.dumps(content))
+    overlay = tmp_path / "plan.json"
+    write_overlay(plan(fingerprint_datalist(datalist, progress=False)), overlay)
+    for entry, config, extra in (
+        ("training", "train.json", ["--epochs", "1", "--iterations_per_epoch", "1", "--val_interval", "1"]),
+        ("inference", "inference.json", ["--split", "validation", "--tile_progress", "false"]),
+    ):
+        files = f"['{BUNDLE / config}','{overlay}']"
+        cmd = [sys.executable, "-m", "monai.bundle", "run", entry, "--config_file", files,
+               "--bundle_root", str(tmp_path), "--features", "[4, 8, 16, 32]", *extra]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    image = nib.load(tmp_path / "data" / "case0_0000.nii.gz")  # stored LPS at 0.8 x 0.8 x 5 mm
+    seg = nib.load(tmp_path / "eval" / "case0_0000_seg.nii.gz")
+    assert seg.shape == image.shape
+    assert np.abs(seg.affine - image.affine).max() < 1e-4
