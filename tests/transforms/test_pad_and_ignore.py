@@ -1,0 +1,35 @@
+"""MirrorPadd against numpy's reflect pad (and past the axis size), MaskIgnoredd against hand-made labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import BorderPadd
+
+from unet_monai.transforms import MaskIgnoredd, MirrorPadd
+
+
+def test_mirror_pad_equals_monai_where_monai_works_and_numpy_beyond() -> None:
+    x = torch.arange(2 * 7 * 6 * 5, dtype=torch.float32).reshape(2, 7, 6, 5)
+    ours = MirrorPadd("x", spatial_border=3)({"x": MetaTensor(x)})["x"]
+    monai = BorderPadd("x", spatial_border=3, mode="reflect")({"x": MetaTensor(x)})["x"]
+    assert torch.equal(torch.as_tensor(ours), torch.as_tensor(monai)) and isinstance(ours, MetaTensor)
+    wide = MirrorPadd("x", spatial_border=(2, 9, 12))({"x": x})["x"]  # wider than the axes: mirrored again
+    expected = np.pad(x.numpy(), [(0, 0), (2, 2), (9, 9), (12, 12)], mode="reflect")
+    np.testing.assert_array_equal(wide.numpy(), expected)
+    with pytest.raises(ValueError, match="spatial_border"):
+        MirrorPadd("x", spatial_border=(1, 2))({"x": x})
+
+
+def test_mask_ignored_makes_ignored_voxels_true_negatives() -> None:
+    label = torch.tensor([[[0, 1], [255, 1]]], dtype=torch.uint8)  # (1, 2, 2)
+    logits = torch.tensor([[[0.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [3.0, -1.0]]])  # (2, 2, 2): class 1 wins at 3 voxels
+    out = MaskIgnoredd("pred", ignore_index=255)({"pred": logits, "label": label})
+    assert out["label"].tolist() == [[[0, 1], [0, 1]]]
+    assert out["pred"].argmax(0).tolist() == [[1, 1], [0, 0]]  # the ignored voxel is background in both
+    same = MaskIgnoredd("pred", ignore_index=None)({"pred": logits, "label": label})
+    assert same["pred"] is logits and same["label"] is label
+    labels = MaskIgnoredd("pred", ignore_index=255)({"pred": torch.ones(1, 2, 2), "label": label})
+    assert labels["pred"].tolist() == [[[1, 1], [0, 1]]]
