@@ -41,3 +41,16 @@ def test_estimate_is_near_the_measured_peak_of_a_training_step() -> None:
     measured = measure_training_peak_mb(net, shape, batch_size=2)
     estimate = estimate_training_memory_mb(shape, 1, 3, (8, 16, 32), POOLS, KERNELS, norm="batch", batch_size=2)
     assert 0.9 * measured <= estimate <= 1.5 * measured, (estimate, measured)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_estimate_is_near_the_cuda_peak_of_a_planned_size_step() -> None:
+    """The budget is GPU memory: on CUDA (bf16 autocast, torch.cuda.max_memory_allocated) at a planner-like size."""
+    features, pools = (32, 64, 128, 256), [[2, 2, 1], [2, 2, 1], [2, 2, 2]]
+    kernels = [[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3]]
+    net = PaperUNet(3, 1, 2, features=features, norm="batch", pool_sizes=pools, kernel_sizes=kernels)
+    shape = net.input_shape_for((52, 52, 14))
+    measured = measure_training_peak_mb(net, shape, batch_size=2, device="cuda")
+    estimate = estimate_training_memory_mb(shape, 1, 2, features, pools, kernels, norm="batch", batch_size=2)
+    assert 0.8 * measured <= estimate <= 1.6 * measured, (estimate, measured)

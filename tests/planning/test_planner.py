@@ -89,7 +89,8 @@ def test_plan_follows_the_rules_for_thick_slices() -> None:
     assert p["kernel_sizes"] == [[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3]]
     assert p["features"] == [32, 64, 128, 256]
     assert p["output_patch_size"] == [52, 52, 14] and p["input_patch_size"] == [140, 140, 30]
-    assert p["context"] == [44, 44, 8]
+    assert p["context"] == [44, 44, 8]  # below the smallest case (56, 56, 13) after resampling
+    assert not any("dropped" in r for r in p["reasons"])
     assert p["batch_size"] == 2  # 5 % of the data set's 134,624 voxels is less than one patch
     assert p["estimated_memory_mb"] <= 8192
     assert p["schemes"] == [{"scheme": "ct", "clip": [-20.0, 150.0], "mean": 80.0, "std": 30.0}]
@@ -113,6 +114,15 @@ def test_spare_budget_raises_the_batch_size_up_to_five_percent_of_the_data() -> 
     p = plan(fp, memory_budget_mb=8192)
     assert p["batch_size"] == round(0.05 * 100 * 64 * 64 / (p["output_patch_size"][0] * p["output_patch_size"][1]))
     assert p["batch_size"] > 2
+
+
+def test_depth_keeps_the_context_below_the_smallest_case() -> None:
+    # 512 x 512 at 1 mm: nnU-Net's rule pools 7 times (512 -> 4), the valid net's context would be 764 per side;
+    # the mirroring in training needs context < 512: 6 poolings (context 380)
+    p = plan(fingerprint([[1.0, 1.0]] * 3, [[512, 512]] * 3))
+    assert pooling_plan([1.0, 1.0], [512, 512])[0] == [[2, 2]] * 7
+    assert p["pool_sizes"] == [[2, 2]] * 6 and p["context"] == [380, 380]
+    assert any("dropped" in r for r in p["reasons"])
 
 
 def test_a_budget_below_the_smallest_patch_is_refused() -> None:

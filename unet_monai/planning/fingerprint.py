@@ -87,7 +87,7 @@ def ras_spacing_and_shape(affine: Any, spatial_shape: Any) -> tuple[list[float],
 
 def _loader() -> LoadImage:
     return LoadImage(
-        reader=[DicomSeriesReader(select="only"), "NibabelReader"],
+        reader=[DicomSeriesReader(select="only"), "PILReader", "NibabelReader"],  # as inference.json
         image_only=True,
         ensure_channel_first=True,
     )
@@ -103,9 +103,9 @@ def fingerprint_datalist(
 ) -> dict[str, Any]:
     """Fingerprint one split of a datalist: what :func:`unet_monai.planning.plan` decides from.
 
-    Reads every case once (NIfTI with nibabel, a DICOM series folder with :class:`unet_monai.io.DicomSeriesReader`,
-    through MONAI's ``LoadImage``; a list of image paths is one case with one channel per path), with a tqdm
-    progress bar.
+    Reads every case once (NIfTI with nibabel, PNG with Pillow, a DICOM series folder with
+    :class:`unet_monai.io.DicomSeriesReader`, through MONAI's ``LoadImage``; a list of image paths is one case with
+    one channel per path), with a tqdm progress bar.
 
     Args:
         manifest: the datalist JSON (``data_manifests/*.json`` format, with ``modality`` and ``labels``).

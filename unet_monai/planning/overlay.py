@@ -58,7 +58,9 @@ def overlay_config(plan: Mapping[str, Any]) -> dict[str, Any]:
         "val_output_patch_size": [int(s) for s in plan["val_output_patch_size"]],
         "batch_size": int(plan["batch_size"]),
         "manifest": str(Path(plan["manifest"]).resolve()),
-        "stages::orientation": [{"_target_": "Orientationd", "keys": "@keys", "axcodes": "RAS"}],
+        "stages::orientation": [
+            {"_target_": "Orientationd", "keys": "@keys", "axcodes": "RAS"[: int(plan["spatial_dims"])]}
+        ],
         "stages::spacing": [
             {
                 "_target_": "Spacingd",

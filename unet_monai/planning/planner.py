@@ -8,7 +8,10 @@
   spacing is less than twice the finest current spacing and its patch size stays at least
   ``2 * min_feature_map_size``; a convolution has size 1 along an axis that is still twice as coarse as the
   finest (3 once it is within 2x; the bottleneck always 3).
-- Features ``min(32 * 2**level, 320)`` per level (nnU-Net's 3D plan).
+- Depth: the coarsest poolings are dropped while the valid net's context (voxels lost per side) reaches the
+  smallest case's size along some axis, since training mirrors each case by the context (``BorderPadd``,
+  ``mode="reflect"``, which needs context < size).
+- Features ``min(32 * 2**level, 320)`` per level in 3D, capped at 512 in 2D (nnU-Net's plans).
 - Output patch (what a training step supervises, voxels per axis): from nnU-Net's initial patch (the shape of
   256**3 voxels with the aspect ratio of the spacing, 2048**2 in 2D), at most the median shape after resampling;
   while :func:`unet_monai.planning.estimate_training_memory_mb` (batch 2, bf16, the valid net's input patch, which
@@ -152,7 +155,7 @@ def plan(
     fingerprint: Mapping[str, Any],
     memory_budget_mb: float = 8192.0,
     base_features: int = 32,
-    max_features: int = 320,
+    max_features: int | None = None,
     norm: str = "batch",
     min_feature_map_size: int = 4,
     anisotropy_threshold: float = 3.0,
@@ -165,7 +168,7 @@ def plan(
         fingerprint: :func:`unet_monai.planning.fingerprint_datalist`'s result.
         memory_budget_mb: training memory (MiB) one step may take, as estimated for batch 2 in bf16.
         base_features: channels of the first level (nnU-Net: 32).
-        max_features: channel cap (nnU-Net 3D: 320).
+        max_features: channel cap; None: nnU-Net's, 320 in 3D, 512 in 2D.
         norm: the network's norm (``"batch"``, as Cicek et al.).
         min_feature_map_size: smallest patch size (voxels) along a pooled axis at the coarsest level (nnU-Net: 4).
         anisotropy_threshold: see :func:`target_spacing`.
@@ -186,6 +189,8 @@ def plan(
             or the labels leave fewer than 2 classes.
     """
     dims = int(fingerprint["spatial_dims"])
+    if max_features is None:
+        max_features = 320 if dims == 3 else 512
     in_channels = int(fingerprint["in_channels"])
     ignore = fingerprint.get("ignore_label")
     labels = {int(k): str(v) for k, v in fingerprint["labels"].items()}
@@ -206,6 +211,7 @@ def plan(
         for shape, case_spacing in zip(fingerprint["shapes"], fingerprint["spacings"])
     ]
     median_shape = [int(s) for s in np.median(np.asarray(resampled, dtype=np.float64), axis=0)]
+    smallest_shape = [int(s) for s in np.min(np.asarray(resampled), axis=0)]
     dataset_voxels = float(sum(math.prod(s) for s in resampled))
     inverse = 1.0 / np.asarray(spacing)
     volume = 256.0**3 if dims == 3 else 2048.0**2
@@ -227,12 +233,19 @@ def plan(
     shrunk = 0
     while True:
         pools, kernels = pooling_plan(spacing, wanted, min_feature_map_size)
+        dropped = False
         if not pools:
             raise ValueError(
                 f"the output patch {wanted} must allow at least one pooling (>= {2 * min_feature_map_size} voxels "
                 f"along some axis at spacing {spacing} mm)."
             )
         net = _shape_net(dims, pools, kernels)
+        while len(pools) > 1 and any(c >= m for c, m in zip(net.context_per_axis, smallest_shape)):
+            # the training pipeline mirrors each case by the context (BorderPadd, mode "reflect"), which needs
+            # context < size along every axis: drop the coarsest pooling (and its level) until it holds
+            pools, kernels = pools[:-1], kernels[:-2] + kernels[-1:]
+            net = _shape_net(dims, pools, kernels)
+            dropped = True
         output = list(valid_output_at_most(net, wanted))
         inp = net.input_shape_for(output)
         memory = estimate(pools, kernels, inp, min_batch_size)
@@ -280,6 +293,11 @@ def plan(
                 f"then grown {grown} step(s) with that pooling plan to {output} (input {list(inp)}), within the "
                 "budget and the median shape"
             )
+    if dropped:
+        reasons.append(
+            f"coarsest pooling(s) dropped so that the context {list(net.context_per_axis)} stays below the smallest "
+            f"case {smallest_shape} along every axis (training mirrors each case by the context)"
+        )
     reasons.append(
         f"pooling {pools}, kernels {kernels}: pool an axis while its spacing is < 2x the finest and its patch >= "
         f"{2 * min_feature_map_size} voxels; kernel 1 along an axis still >= 2x coarser"
