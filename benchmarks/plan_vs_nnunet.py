@@ -118,6 +118,16 @@ def compare(name: str, cases: list[str], nn: dict[str, Any], ours: dict[str, Any
          f"{ours_scheme['scheme']} clip [{ours_scheme['clip'][0]:.1f}, {ours_scheme['clip'][1]:.1f}], "
          f"mean {ours_scheme['mean']:.1f}, std {ours_scheme['std']:.1f}"),
     ]  # fmt: skip
+    # the pooling rule itself, on nnU-Net's own spacing and patch (its axes): ours must give its strides and kernels
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    from unet_monai.planning import pooling_plan
+
+    _, nn_strides, nn_kernels, _, _ = get_pool_and_conv_props(cfg["spacing"], cfg["patch_size"], 4, 999999)
+    our_pools, our_kernels = pooling_plan(cfg["spacing"], cfg["patch_size"], 4)
+    same = [list(p) for p in nn_strides[1:]] == our_pools and [list(k) for k in nn_kernels] == our_kernels
+    rows.append(("pooling rule on nnU-Net's spacing and patch", "get_pool_and_conv_props",
+                 "identical" if same else f"differs: {our_pools} {our_kernels}"))  # fmt: skip
     print(f"\n### {name} ({', '.join(cases)})\n")
     print("| | nnU-Net v2 3d_fullres | unet_monai plan.json |")
     print("| --- | --- | --- |")
