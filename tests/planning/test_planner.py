@@ -125,6 +125,13 @@ def test_depth_keeps_the_context_below_the_smallest_case() -> None:
     assert any("dropped" in r for r in p["reasons"])
 
 
+def test_cases_smaller_than_the_patch_are_named() -> None:
+    fp = fingerprint([[1.0, 1.0, 1.0]] * 3, [[64, 64, 64], [64, 64, 64], [64, 64, 20]])  # median z 64, one case 20
+    with pytest.warns(RuntimeWarning, match=r"1 case\(s\) \(2\) are smaller than the output patch"):
+        p = plan(fp)
+    assert p["output_patch_size"][2] > 20
+
+
 def test_a_budget_below_the_smallest_patch_is_refused() -> None:
     fp = fingerprint([[1.0, 1.0, 1.0]], [[64, 64, 64]])
     with pytest.raises(ValueError, match=r"memory_budget_mb must hold the smallest output patch .* MiB, got 10"):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -302,6 +303,19 @@ def plan(
         f"pooling {pools}, kernels {kernels}: pool an axis while its spacing is < 2x the finest and its patch >= "
         f"{2 * min_feature_map_size} voxels; kernel 1 along an axis still >= 2x coarser"
     )
+    ids = [str(c.get("case_id", i)) for i, c in enumerate(fingerprint.get("cases", []))] or [
+        str(i) for i in range(len(resampled))
+    ]
+    small = [case for case, shape in zip(ids, resampled) if any(s < o for s, o in zip(shape, output))]
+    if small:
+        message = (
+            f"{len(small)} case(s) ({', '.join(small[:10])}{' ...' if len(small) > 10 else ''}) are smaller than the "
+            f"output patch {output} along some axis after resampling (the patch is bounded by the median shape, as in "
+            "nnU-Net): training must pad them to the patch size (nnU-Net pads; RandElasticGridd refuses a patch larger "
+            "than its input)"
+        )
+        reasons.append(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     one = estimate(pools, kernels, inp, 1)
     per_sample = estimate(pools, kernels, inp, 2) - one
     fixed = one - per_sample
