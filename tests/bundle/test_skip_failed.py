@@ -44,8 +44,8 @@ def write_datalist(folder: Path, paths: dict[str, Path]) -> Path:
     return datalist
 
 
-def run(entry: str, config: str, bundle_root: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = bundle_command(entry, [config], bundle_root, *TINY_INFER, *overrides)
+def run(entry: str, config: str | list[str], bundle_root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = bundle_command(entry, [config] if isinstance(config, str) else config, bundle_root, *TINY_INFER, *overrides)
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 

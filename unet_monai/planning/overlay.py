@@ -42,7 +42,7 @@ def overlay_config(plan: Mapping[str, Any]) -> dict[str, Any]:
 
     The stages work in ``train.json`` (``keys`` ``["image", "label"]``) and ``inference.json`` (``["image"]``):
     ``Orientationd`` to RAS, ``Spacingd`` to the target spacing (mm, RAS axes) with ``bilinear`` for the image and
-    ``nearest`` for the label (one mode per key: ``['bilinear', 'nearest'][:len(@keys)]``), then
+    ``nearest`` for the label (one mode per key: ``['bilinear', 'nearest'][:len(@spatial_keys)]``), then
     :class:`unet_monai.transforms.NormalizeByModalityd` with one scheme per channel.
     """
     config: dict[str, Any] = {
@@ -59,14 +59,14 @@ def overlay_config(plan: Mapping[str, Any]) -> dict[str, Any]:
         "batch_size": int(plan["batch_size"]),
         "manifest": str(Path(plan["manifest"]).resolve()),
         "stages::orientation": [
-            {"_target_": "Orientationd", "keys": "@keys", "axcodes": "RAS"[: int(plan["spatial_dims"])]}
+            {"_target_": "Orientationd", "keys": "@spatial_keys", "axcodes": "RAS"[: int(plan["spatial_dims"])]}
         ],
         "stages::spacing": [
             {
                 "_target_": "Spacingd",
-                "keys": "@keys",
+                "keys": "@spatial_keys",
                 "pixdim": [float(s) for s in plan["target_spacing"]],
-                "mode": "$['bilinear', 'nearest'][:len(@keys)]",
+                "mode": "$['bilinear', 'nearest'][:len(@spatial_keys)]",
             }
         ],
         "stages::intensity": [
