@@ -54,7 +54,7 @@ def test_cli_writes_the_overlay_the_rules_give(planned: Path, phantom_datalist: 
     # alone (kernel 1 along z) until 3.2 mm is within 2x of 4.2 mm; z stops at 7 voxels (< 8)
     (spacing,) = overlay["stages::spacing"]
     assert spacing["_target_"] == "Spacingd" and spacing["pixdim"] == pytest.approx([0.8, 0.8, 4.2])
-    assert overlay["stages::orientation"] == [{"_target_": "Orientationd", "keys": "@keys", "axcodes": "RAS"}]
+    assert overlay["stages::orientation"] == [{"_target_": "Orientationd", "keys": "@spatial_keys", "axcodes": "RAS"}]
     assert overlay["pool_sizes"] == [[2, 2, 1], [2, 2, 1], [2, 2, 2]]
     assert overlay["kernel_sizes"] == [[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3]]
     assert overlay["features"] == [32, 64, 128, 256]
