@@ -145,7 +145,9 @@ SHARED_CT = REPO.parent / "shared" / "data" / "dcmqi-ct-seg" / "ct-3slice"
 
 @pytest.mark.integration
 @pytest.mark.skipif(not SHARED_CT.is_dir(), reason=f"shared DICOM series not found at {SHARED_CT}")
-def test_inference_on_a_dicom_folder_writes_nifti_and_seg(tmp_path: Path, synthetic_em_3d: Path) -> None:
+def test_inference_on_a_dicom_folder_writes_nifti_and_seg(
+    tmp_path: Path, synthetic_em_3d: Path, dciodvfy: Callable[[Path], list[str]]
+) -> None:
     """A 3D model segments a real DICOM series: NIfTI with the series' affine, and a DICOM SEG that references it."""
     pytest.importorskip("highdicom")
     import highdicom as hd
@@ -173,6 +175,7 @@ def test_inference_on_a_dicom_folder_writes_nifti_and_seg(tmp_path: Path, synthe
     assert nifti.shape == tuple(series.shape)
     np.testing.assert_allclose(nifti.affine, np.asarray(series.affine), atol=1e-4)
     assert np.asarray(nifti.dataobj).all()
+    dciodvfy(tmp_path / "out" / "ct-3slice_seg.dcm")  # 0 errors, warnings listed
     seg = hd.seg.segread(tmp_path / "out" / "ct-3slice_seg.dcm")
     sources = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in SHARED_CT.iterdir()}
     referenced = {

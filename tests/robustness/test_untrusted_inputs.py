@@ -109,7 +109,9 @@ def test_inference_outputs_stay_in_the_output_folder(tmp_path: Path, in_repo: No
     assert len(written) == 1 and written[0].parent == out
 
 
-def test_dicom_seg_name_ignores_tags_and_stays_inside(tmp_path: Path, dicom_series: Callable[..., list[Path]]) -> None:
+def test_dicom_seg_name_ignores_tags_and_stays_inside(
+    tmp_path: Path, dicom_series: Callable[..., list[Path]], dciodvfy: Callable[[Path], list[str]]
+) -> None:
     """A SeriesDescription or PatientID with '/' and '..' never reaches a file name; a source given as
     '<folder>/sub/..' gives a SEG inside the output folder."""
     pytest.importorskip("highdicom")
@@ -121,6 +123,8 @@ def test_dicom_seg_name_ignores_tags_and_stays_inside(tmp_path: Path, dicom_seri
     out = tmp_path / "deep" / "out"
     for source in (series, series / "sub" / ".."):
         SaveDicomSegd("pred", out, {1: "lesion"})({"pred": MetaTensor(label, meta={"filename_or_obj": str(source)})})
+    for seg in (out / "_seg.dcm", out / "series_seg.dcm"):
+        dciodvfy(seg)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.dcm") if "series" not in p.parts) == [
         "deep/out/_seg.dcm",
         "deep/out/series_seg.dcm",
@@ -157,7 +161,11 @@ def test_contained_path_refuses_escapes(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_inference_on_dicom_logs_no_patient_data(
-    tmp_path: Path, in_repo: None, dicom_series: Callable[..., list[Path]], phi: dict[str, str]
+    tmp_path: Path,
+    in_repo: None,
+    dicom_series: Callable[..., list[Path]],
+    phi: dict[str, str],
+    dciodvfy: Callable[[Path], list[str]],
 ) -> None:
     """The real CLI on a DICOM folder with fake PHI, writing NIfTI and DICOM SEG: PHI in no output line, nor
     in the NIfTI file."""
@@ -179,6 +187,7 @@ def test_inference_on_dicom_logs_no_patient_data(
     assert proc.returncode == 0, log[-4000:]
     nifti = tmp_path / "out" / "scan_seg.nii.gz"
     assert nifti.is_file() and (tmp_path / "out" / "scan_seg.dcm").is_file()
+    dciodvfy(tmp_path / "out" / "scan_seg.dcm")
     for value in phi.values():
         assert value not in log
         assert value.encode() not in gzip.decompress(nifti.read_bytes())
