@@ -113,3 +113,26 @@ def test_fingerprint_of_a_dicom_series_folder(tmp_path: Path) -> None:
     assert case["spacing"] == pytest.approx([0.976562, 0.976562, 2.0])
     assert case["class_counts"]["1"] == int(spleen.sum())
     assert fp["foreground_intensity"][0]["mean"] == pytest.approx(80.0, abs=15.0)  # SOURCE.md: spleen 80 HU
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
+def test_label_transform_lets_the_plan_see_the_labels_training_sees() -> None:
+    """The spleen-only datalist keeps TotalSegmentator's 117-class files and maps them in memory (its overlay's
+    ``stages::labels``): without that mapping the fingerprint refuses the file, naming it; with it, two classes."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    repo = Path(__file__).resolve().parents[2]
+    manifest = repo / "data_manifests" / "totalsegmentator_ct_spleen.json"
+    with pytest.raises(ValueError, match="example_seg"):
+        fingerprint_datalist(manifest, progress=False)
+    overlay = ConfigParser()
+    overlay.read_config(
+        [
+            str(repo / "bundles" / "unet" / "plan.json"),
+            str(repo / "data_manifests" / "overlays" / "totalsegmentator_ct_spleen.json"),
+        ]
+    )
+    mapping = Compose(overlay.get_parsed_content("stages::labels"))
+    found = fingerprint_datalist(manifest, progress=False, label_transform=mapping)
+    assert set(found["class_counts"]) == {"0", "1"} and found["class_counts"]["1"] > 0

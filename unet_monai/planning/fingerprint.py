@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ def fingerprint_datalist(
     num_samples: int = 10000,
     seed: int = 1234,
     progress: bool = True,
+    label_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Fingerprint one split of a datalist: what :func:`unet_monai.planning.plan` decides from.
 
@@ -114,6 +115,9 @@ def fingerprint_datalist(
         num_samples: foreground voxels sampled per case and channel for the intensity statistics (nnU-Net: 10000).
         seed: seed of each case's sampler (nnU-Net: 1234).
         progress: show the progress bar.
+        label_transform: applied to ``{"label": label}`` of each case before anything is counted or checked: the
+            bundle's ``stages::labels`` (e.g. an overlay's ``MapLabelValued`` that keeps one class of a multi-class
+            map), so that the plan sees the labels training will see.
 
     Returns:
         A JSON-serialisable dict: ``cases`` (per case ``case_id``, ``image``, ``spacing`` (mm) and ``shape``
@@ -148,6 +152,8 @@ def fingerprint_datalist(
         for i, item in enumerate(tqdm(items, desc="fingerprint", unit="case", disable=not progress)):
             image = loader(item["image"])
             label = loader(item["label"])
+            if label_transform is not None:
+                label = label_transform({"label": label})["label"]
             spatial = tuple(int(s) for s in image.shape[1:])
             if len(spatial) not in (2, 3):
                 raise ValueError(
