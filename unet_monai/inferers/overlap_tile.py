@@ -113,7 +113,7 @@ class OverlapTileInferer(Inferer):
     ) -> torch.Tensor:
         """``inputs`` ``(B, C, H, W[, D])`` -> ``(B, out_channels, H, W[, D])``, aligned voxel for voxel."""
         net = _unwrap(network)
-        if not hasattr(net, "output_shape") or not hasattr(net, "context"):
+        if not all(hasattr(net, a) for a in ("output_shape", "input_shape_for", "context_per_axis", "pool_grid")):
             raise TypeError(
                 "network must be a PaperUNet (or wrap one as .module) for its shape arithmetic, "
                 f"got {type(net).__name__}."

@@ -11,8 +11,12 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from unet_monai.networks import PaperUNet
 
 __all__ = ["TilePlan", "gather_tile", "mirror_pad", "reflect_index"]
 
@@ -95,23 +99,22 @@ class TilePlan:
     counts: tuple[int, ...]
 
     @classmethod
-    def for_valid_network(cls, net: object, spatial: Sequence[int], roi: Sequence[int]) -> TilePlan:
+    def for_valid_network(cls, net: PaperUNet, spatial: Sequence[int], roi: Sequence[int]) -> TilePlan:
         """Tiles for a valid-padding :class:`~unet_monai.networks.PaperUNet` ``net`` whose outputs are at least
         ``roi`` voxels. Tiles start on multiples of the pooling grid; valid output sizes are never such multiples
         (388 = 24 * 16 + 4), so neighbouring tiles overlap by a few voxels."""
-        grid = _per_axis(_pool_grid(net), len(spatial))
-        tile_in = tuple(net.input_shape_for([max(r, g) for r, g in zip(roi, grid)]))  # type: ignore[attr-defined]
-        tile_out = tuple(net.output_shape(tile_in))  # type: ignore[attr-defined]
+        grid = net.pool_grid
+        tile_in = tuple(net.input_shape_for([max(r, g) for r, g in zip(roi, grid)]))
+        tile_out = tuple(net.output_shape(tile_in))
         strides = tuple(max(t // g * g, 1) for t, g in zip(tile_out, grid))
-        context = _per_axis(net.context, len(spatial))  # type: ignore[attr-defined]
-        return cls._make(spatial, tile_in, tile_out, context, (0,) * len(spatial), strides)
+        return cls._make(spatial, tile_in, tile_out, net.context_per_axis, (0,) * len(spatial), strides)
 
     @classmethod
-    def for_same_network(cls, net: object, spatial: Sequence[int], roi: Sequence[int], margin: int) -> TilePlan:
+    def for_same_network(cls, net: PaperUNet, spatial: Sequence[int], roi: Sequence[int], margin: int) -> TilePlan:
         """Overlap-tile for a same-padding network: windows of ``roi`` (rounded up to multiples of the pooling grid),
         of which only the centre, ``margin`` voxels in from each side, is kept: the zero padding at window borders
         never reaches the result, and each voxel is predicted about once."""
-        grid = _per_axis(_pool_grid(net), len(spatial))
+        grid = net.pool_grid
         tile_in = tuple(math.ceil(max(r, 2 * margin + g) / g) * g for r, g in zip(roi, grid))
         tile_out = tuple(t - 2 * margin for t in tile_in)
         strides = tuple(max(t // g, 1) * g for t, g in zip(tile_out, grid))
@@ -138,13 +141,3 @@ class TilePlan:
             min(t, s - st) if st == (n - 1) * step else step
             for t, s, st, step, n in zip(self.tile_out, self.spatial, start, self.strides, self.counts)
         )
-
-
-def _pool_grid(net: object) -> int | Sequence[int]:
-    """The network's max-pooling grid: ``pool_grid`` per axis where the network has one, else ``2 ** depth``."""
-    grid = getattr(net, "pool_grid", None)
-    return grid if grid is not None else 2 ** int(net.depth)  # type: ignore[attr-defined]
-
-
-def _per_axis(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
-    return (int(value),) * dims if isinstance(value, int) else tuple(int(v) for v in value)
