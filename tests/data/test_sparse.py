@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unet_monai.data import slice_positions, sparsify_label, write_sparse_datalist
+from unet_monai.data import slice_affine, slice_positions, sparsify_label, write_slice_datalist, write_sparse_datalist
 from unet_monai.io import load_manifest
 from unet_monai.io.manifest import manifest_ignore_label
 
@@ -219,3 +219,47 @@ def test_msd_spleen_crop_sparse_label(tmp_path, k):
         assert len(positions[str(axis)]) == k
         assert all((np.take(dense, index, axis=axis) == 1).any() for index in positions[str(axis)])
     assert 0 < (sparse == 1).sum() < (dense == 1).sum()
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_slice_affine_places_each_2d_voxel_where_it_lay_in_3d(axis):
+    affine = np.array([[0.0, 0.0, -5.0, 12.0], [-0.8, 0.0, 0.0, 30.0], [0.0, 0.7, 0.0, -4.0], [0, 0, 0, 1]])  # PSR-like
+    index = 3
+    flat = slice_affine(affine, axis, index)
+    others = [a for a in range(3) if a != axis]
+    for i, j in [(0, 0), (2, 5), (7, 1)]:
+        voxel = np.zeros(3)
+        voxel[axis], voxel[others[0]], voxel[others[1]] = index, i, j
+        np.testing.assert_allclose(flat @ [i, j, 0, 1], affine @ [*voxel, 1])
+
+
+def test_write_slice_datalist_writes_every_annotated_slice_as_a_2d_case(tmp_path):
+    dense = write_dense_datalist(tmp_path / "dense")
+    sparse = write_sparse_datalist(dense, tmp_path / "sparse", k=2)
+    path = write_slice_datalist(sparse, tmp_path / "slices")
+    data = json.loads(path.read_text())
+    assert data["ignore_label"] == IGNORE and data["labels"] == {"0": "background", "1": "spleen", "2": "liver"}
+    annotated = json.loads(sparse.read_text())["sparse"]["annotated_slices"]
+    expected = sum(len(indices) for positions in annotated.values() for indices in positions.values())
+    items = load_manifest(path)
+    assert len(items) == expected == 2 * 3 * 2  # two cases, three axes, two slices each
+    dense_items = load_manifest(dense)
+    for item in items:
+        source = data["slices"][item["case_id"]]
+        case = int(Path(source["source"]).name.split(".")[0])
+        axis, index = source["axis"], source["index"]
+        image, label = nib.load(item["image"]), nib.load(item["label"])
+        assert image.shape == label.shape and len(label.shape) == 2
+        full_image, full_label = (nib.load(dense_items[case][key]) for key in ("image", "label"))
+        np.testing.assert_array_equal(
+            np.asanyarray(label.dataobj), np.take(np.asanyarray(full_label.dataobj), index, axis)
+        )
+        np.testing.assert_allclose(image.get_fdata(), np.take(full_image.get_fdata(), index, axis), rtol=1e-6)
+        np.testing.assert_allclose(image.affine, slice_affine(full_image.affine, axis, index), atol=1e-5)
+        assert IGNORE not in np.asanyarray(label.dataobj)  # a kept slice is annotated throughout
+
+
+def test_write_slice_datalist_refuses_a_dense_datalist(tmp_path):
+    dense = write_dense_datalist(tmp_path / "dense")
+    with pytest.raises(ValueError, match=re.escape(f"{dense} must be a sparse datalist written by write_sparse")):
+        write_slice_datalist(dense, tmp_path / "slices")

@@ -17,7 +17,7 @@ from monai.transforms import Compose
 from phantoms import ANISO_CASES, write_datalist
 
 from unet_monai.planning import fingerprint_datalist, plan, write_overlay
-from unet_monai.planning.overlay import OVERLAY_IDS
+from unet_monai.planning.overlay import OVERLAY_IDS, PLANNED_SAMPLING
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "unet"
@@ -70,10 +70,12 @@ def test_cli_writes_the_overlay_the_rules_give(planned: Path, phantom_datalist: 
                       "mean": stats["mean"], "std": stats["std"]}  # fmt: skip
     assert overlay["plan"]["estimated_memory_mb"] <= 8192
     assert overlay["plan"]["fingerprint"]["orientations"] == ["LPS", "PSR", "RAS"]
+    # nnU-Net's foreground oversampling, and no EM border weight map
+    assert (overlay["pos_fraction"], overlay["border_w0"], overlay["border_class_weights"]) == (0.33, 0.0, None)
 
 
 def test_every_id_the_overlay_sets_is_an_id_of_train_and_inference() -> None:
-    training_only = {"output_patch_size", "batch_size"}  # inference.json ignores them
+    training_only = {"output_patch_size", "batch_size", *PLANNED_SAMPLING}  # inference.json ignores them
     for name, expected in (("train.json", set(OVERLAY_IDS)), ("inference.json", set(OVERLAY_IDS) - training_only)):
         parser = ConfigParser()
         parser.read_config(str(BUNDLE / name))
@@ -144,3 +146,28 @@ def test_the_overlay_trains_and_segments_with_no_other_edit(tmp_path: Path) -> N
     seg = nib.load(tmp_path / "eval" / "case0_0000_seg.nii.gz")
     assert seg.shape == image.shape
     assert np.abs(seg.affine - image.affine).max() < 1e-4
+
+
+def test_a_case_smaller_than_the_planned_patch_is_mirrored_up_to_it_in_training(tmp_path: Path) -> None:
+    """The planner bounds the patch by the median shape; the smallest of three cases is thinner than it along z
+    and narrower in-plane: training mirrors it up to the input patch and draws patches from it (nnU-Net pads)."""
+    cases = [
+        {"ras_shape": (60, 56, 14), "ras_spacing": (0.8, 0.8, 4.0), "axcodes": "RAS", "seed": 1},
+        {"ras_shape": (64, 64, 14), "ras_spacing": (0.8, 0.8, 4.0), "axcodes": "LPS", "seed": 2},
+        {"ras_shape": (30, 28, 4), "ras_spacing": (0.8, 0.8, 4.0), "axcodes": "PSR", "seed": 3},
+    ]
+    datalist = write_datalist(tmp_path / "data", cases)
+    with pytest.warns(RuntimeWarning, match=r"1 case\(s\) \(case2\) are smaller than the output patch"):
+        planned = plan(fingerprint_datalist(datalist, progress=False))
+    overlay = write_overlay(planned, tmp_path / "plan.json")
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "train.json"), str(overlay)])
+    features = [4 * 2**level for level in range(len(planned["features"]))]  # small, as many levels as planned
+    parser.update({"bundle_root": str(tmp_path), "features": features, "batch_size": 1})
+    dataset = parser.get_parsed_content("train::dataset")
+    patch = parser.get_parsed_content("patch_size")
+    output = parser.get_parsed_content("network_def").output_shape(patch)
+    small = dataset[2]  # a list of crops (num_samples) or one dict
+    for crop in small if isinstance(small, list) else [small]:
+        assert tuple(crop["image"].shape[1:]) == tuple(patch)
+        assert tuple(crop["label"].shape[1:]) == tuple(output)

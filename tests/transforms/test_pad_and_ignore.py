@@ -1,4 +1,4 @@
-"""MirrorPadd against numpy's reflect pad (and past the axis size), MaskIgnoredd against hand-made labels."""
+"""MirrorPadd against numpy's reflect pad (past the axis size, up to a patch size); MaskIgnoredd on hand-made labels."""
 
 from __future__ import annotations
 
@@ -21,6 +21,18 @@ def test_mirror_pad_equals_monai_where_monai_works_and_numpy_beyond() -> None:
     np.testing.assert_array_equal(wide.numpy(), expected)
     with pytest.raises(ValueError, match="spatial_border"):
         MirrorPadd("x", spatial_border=(1, 2))({"x": x})
+
+
+def test_mirror_pad_grows_an_axis_shorter_than_the_patch_evenly_on_both_sides() -> None:
+    x = torch.arange(1 * 7 * 6 * 5, dtype=torch.float32).reshape(1, 7, 6, 5)
+    # border 2 gives (11, 10, 9); the patch needs (11, 15, 20): axis 1 gets 5 more (2 + 3), axis 2 gets 11 (5 + 6)
+    out = MirrorPadd("x", spatial_border=2, min_spatial_size=(11, 15, 20))({"x": x})["x"]
+    expected = np.pad(x.numpy(), [(0, 0), (2, 2), (4, 5), (7, 8)], mode="reflect")
+    np.testing.assert_array_equal(out.numpy(), expected)
+    larger = MirrorPadd("x", spatial_border=2, min_spatial_size=(3, 3, 3))({"x": x})["x"]  # already large enough
+    assert tuple(larger.shape) == (1, 11, 10, 9)
+    with pytest.raises(ValueError, match=r"min_spatial_size must have one size per spatial axis \(3\), got \[4, 4\]"):
+        MirrorPadd("x", spatial_border=2, min_spatial_size=(4, 4))({"x": x})
 
 
 def test_mask_ignored_makes_ignored_voxels_true_negatives() -> None:

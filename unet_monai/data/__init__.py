@@ -1,14 +1,22 @@
 """Data sets that ship with the package (generated, never downloaded), and sparse annotations made from dense ones."""
 
 from unet_monai.data.failure_tolerant import FailureTolerantDataset
-from unet_monai.data.sparse import slice_positions, sparsify_label, write_sparse_datalist
+from unet_monai.data.sparse import (
+    slice_affine,
+    slice_positions,
+    sparsify_label,
+    write_slice_datalist,
+    write_sparse_datalist,
+)
 from unet_monai.data.synthetic import make_synthetic_em, synthetic_em_volume
 
 __all__ = [
     "FailureTolerantDataset",
     "make_synthetic_em",
+    "slice_affine",
     "slice_positions",
     "sparsify_label",
     "synthetic_em_volume",
+    "write_slice_datalist",
     "write_sparse_datalist",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 from unet_monai.io.atomic import atomic_path
 from unet_monai.io.manifest import load_manifest, manifest_ignore_label, manifest_labels
 
-__all__ = ["slice_positions", "sparsify_label", "write_sparse_datalist"]
+__all__ = ["slice_affine", "slice_positions", "sparsify_label", "write_slice_datalist", "write_sparse_datalist"]
 
 DEFAULT_IGNORE = 255
 
@@ -268,3 +268,107 @@ def _sparsify_item(
         nib.save(out, str(tmp))
     annotated[relative.as_posix()] = {str(axis): indices for axis, indices in positions.items()}
     return {**item, "label": relative.as_posix()}
+
+
+def slice_affine(affine: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The 4x4 affine of slice ``index`` along ``axis`` of a 3D grid with ``affine``, for the 2D array that keeps
+    the other two axes in order: its columns are those axes' (mm per voxel), then the cut axis's; its origin is the
+    slice's first voxel (mm)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    others = [a for a in range(3) if a != axis]
+    out = np.eye(4)
+    out[:3, :3] = affine[:3, [*others, axis]]
+    out[:3, 3] = affine[:3, 3] + affine[:3, axis] * index
+    return out
+
+
+def write_slice_datalist(
+    sparse_manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    split: str = "training",
+    name: str = "datalist.json",
+) -> Path:
+    """The annotated slices of a sparse datalist as a 2D datalist: one 2D NIfTI image and label per kept slice.
+
+    For the 2D baseline of the semi-automated experiment (a 2D U-Net trained on the annotated slices only, as in
+    Cicek et al. 2016). ``sparse_manifest`` is a datalist written by :func:`write_sparse_datalist`; its
+    ``sparse.annotated_slices`` record says which slices of each label were kept. Each such slice of each ``split``
+    entry becomes ``out_dir/slices/<case>_a<axis>_<index>_{image,label}.nii.gz`` (the image's channel files cut
+    the same way, one file per channel), with the in-plane spacing and position of the slice
+    (:func:`slice_affine`). The new datalist keeps ``labels``, ``modality`` and ``ignore_label`` and lists every
+    slice under ``training``, and records each slice's source under ``"slices"``.
+
+    Args:
+        sparse_manifest: the sparse 3D datalist.
+        out_dir: where the slices and the datalist go (created).
+        split: the split whose annotated slices are written.
+        name: the file name of the new datalist.
+
+    Returns:
+        the path of the new datalist.
+
+    Raises:
+        ValueError: the datalist has no ``sparse.annotated_slices`` record, or an entry's label is not in it;
+            an image is not a 3D NIfTI on the label's grid.
+    """
+    sparse_manifest = Path(sparse_manifest)
+    source = json.loads(sparse_manifest.read_text(encoding="utf-8"))
+    annotated = source.get("sparse", {}).get("annotated_slices")
+    if not isinstance(annotated, dict):
+        raise ValueError(
+            f"{sparse_manifest} must be a sparse datalist written by write_sparse_datalist (with "
+            "'sparse': {'annotated_slices': ...}), found none."
+        )
+    out_dir = Path(out_dir)
+    (out_dir / "slices").mkdir(parents=True, exist_ok=True)
+    items = load_manifest(sparse_manifest, split)
+    raw = source[split]
+    out: dict = {key: value for key, value in source.items() if not isinstance(value, list) and key != "sparse"}
+    out["name"] = f"{source.get('name', sparse_manifest.stem)}_slices"
+    training: list[dict] = []
+    record: dict[str, dict] = {}
+    for i, (item, entry) in enumerate(zip(items, raw)):
+        positions = annotated.get(entry["label"])
+        if positions is None:
+            raise ValueError(f"{sparse_manifest}: {split}[{i}] label {entry['label']!r} is not in annotated_slices.")
+        label = nib.load(item["label"])
+        label_data = np.asanyarray(label.dataobj)
+        images = item["image"] if isinstance(item["image"], list) else [item["image"]]
+        channels = []
+        for path in images:
+            image = nib.load(path)
+            if image.shape[:3] != label.shape or len(image.shape) != 3:
+                raise ValueError(
+                    f"{sparse_manifest}: {split}[{i}] image {path} must be a 3D NIfTI of the label's shape "
+                    f"{label.shape}, got {image.shape}."
+                )
+            channels.append(np.asanyarray(image.get_fdata(dtype=np.float32)))
+        case = str(item.get("case_id", f"case{i}"))
+        for axis_name, indices in positions.items():
+            axis = int(axis_name)
+            for index in indices:
+                affine = slice_affine(label.affine, axis, index)
+                stem = f"{case}_a{axis}_{index:04d}"
+                files = []
+                for c, data in enumerate(channels):
+                    path = (
+                        out_dir / "slices" / (f"{stem}_image.nii.gz" if len(channels) == 1 else f"{stem}_c{c}.nii.gz")
+                    )
+                    nib.save(nib.Nifti1Image(np.take(data, index, axis=axis), affine), str(path))
+                    files.append(path.relative_to(out_dir).as_posix())
+                label_path = out_dir / "slices" / f"{stem}_label.nii.gz"
+                nib.save(nib.Nifti1Image(np.take(label_data, index, axis=axis), affine), str(label_path))
+                training.append(
+                    {
+                        "image": files[0] if len(files) == 1 else files,
+                        "label": label_path.relative_to(out_dir).as_posix(),
+                        "case_id": stem,
+                    }
+                )
+                record[stem] = {"source": item["label"], "axis": axis, "index": int(index)}
+    out["training"] = training
+    out["slices"] = record
+    path = out_dir / name
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return path

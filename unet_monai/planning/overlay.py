@@ -34,7 +34,13 @@ OVERLAY_IDS = (
     "stages::orientation",
     "stages::spacing",
     "stages::intensity",
+    "pos_fraction",
+    "border_w0",
+    "border_class_weights",
 )
+# nnU-Net's foreground oversampling (a third of the patches centred on a class voxel); the paper's border weight
+# map separates touching cells in 2D EM, not organs, so a plan switches it off
+PLANNED_SAMPLING = {"pos_fraction": 0.33, "border_w0": 0.0, "border_class_weights": None}
 
 
 def overlay_config(plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,7 +49,8 @@ def overlay_config(plan: Mapping[str, Any]) -> dict[str, Any]:
     The stages work in ``train.json`` (``keys`` ``["image", "label"]``) and ``inference.json`` (``["image"]``):
     ``Orientationd`` to RAS, ``Spacingd`` to the target spacing (mm, RAS axes) with ``bilinear`` for the image and
     ``nearest`` for the label (one mode per key: ``['bilinear', 'nearest'][:len(@spatial_keys)]``), then
-    :class:`unet_monai.transforms.NormalizeByModalityd` with one scheme per channel.
+    :class:`unet_monai.transforms.NormalizeByModalityd` with one scheme per channel. Training then centres a third
+    of its patches on foreground (``pos_fraction`` 0.33, as nnU-Net) and drops the 2D EM border weight map.
     """
     config: dict[str, Any] = {
         "spatial_dims": int(plan["spatial_dims"]),
@@ -76,6 +83,7 @@ def overlay_config(plan: Mapping[str, Any]) -> dict[str, Any]:
                 "schemes": list(plan["schemes"]),
             }
         ],
+        **PLANNED_SAMPLING,
     }
     if plan.get("data_root"):
         config["data_root"] = str(plan["data_root"])

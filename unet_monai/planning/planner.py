@@ -311,8 +311,7 @@ def plan(
         message = (
             f"{len(small)} case(s) ({', '.join(small[:10])}{' ...' if len(small) > 10 else ''}) are smaller than the "
             f"output patch {output} along some axis after resampling (the patch is bounded by the median shape, as in "
-            "nnU-Net): training must pad them to the patch size (nnU-Net pads; RandElasticGridd refuses a patch larger "
-            "than its input)"
+            "nnU-Net): training mirrors them up to the input patch (MirrorPadd min_spatial_size; nnU-Net pads them)"
         )
         reasons.append(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)

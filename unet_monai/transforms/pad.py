@@ -25,17 +25,27 @@ class MirrorPadd(MapTransform):
     """Pad each key's ``(C, *S)`` array by ``spatial_border`` voxels on both sides of every spatial axis, mirrored
     (reflect, repeated where the pad is wider than the axis).
 
+    With ``min_spatial_size`` (training: the input patch), an axis still shorter than that after the border is
+    mirrored further, split evenly between its two sides, so a case smaller than the planned patch trains (nnU-Net
+    pads such cases too) instead of being refused by the patch sampler.
+
     Args:
         keys: keys to pad (image, label and weight map alike: mirroring copies values, it never interpolates).
         spatial_border: voxels per side, one int for all axes or one per spatial axis (the network's ``context``).
+        min_spatial_size: the smallest padded size per spatial axis (voxels), or None.
         allow_missing_keys: skip keys that are absent.
     """
 
     def __init__(
-        self, keys: KeysCollection, spatial_border: int | Sequence[int], allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        spatial_border: int | Sequence[int],
+        min_spatial_size: Sequence[int] | None = None,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.spatial_border = spatial_border
+        self.min_spatial_size = None if min_spatial_size is None else [int(s) for s in min_spatial_size]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -46,6 +56,16 @@ class MirrorPadd(MapTransform):
             pads = [int(border)] * dims if isinstance(border, int) else [int(b) for b in border]
             if len(pads) != dims or any(p < 0 for p in pads):
                 raise ValueError(f"spatial_border must be >= 0, one value or one per axis ({dims}), got {border}.")
-            padded = mirror_pad(torch.as_tensor(array)[None], [(p, p) for p in pads])[0]
+            widths = [(p, p) for p in pads]
+            if self.min_spatial_size is not None:
+                if len(self.min_spatial_size) != dims:
+                    raise ValueError(
+                        f"min_spatial_size must have one size per spatial axis ({dims}), got {self.min_spatial_size}."
+                    )
+                for axis, (size, wanted) in enumerate(zip(array.shape[1:], self.min_spatial_size)):
+                    short = wanted - (size + 2 * pads[axis])
+                    if short > 0:
+                        widths[axis] = (pads[axis] + short // 2, pads[axis] + short - short // 2)
+            padded = mirror_pad(torch.as_tensor(array)[None], widths)[0]
             d[key] = MetaTensor(padded, meta=array.meta) if isinstance(array, MetaTensor) else padded
         return d

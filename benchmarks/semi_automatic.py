@@ -1,0 +1,200 @@
+"""The 3D U-Net paper's semi-automated experiment (Cicek et al. 2016) on real scans with manual labels.
+
+For each volume (the MSD spleen crop, SCT cord T2 and T1), keep k = 1, 2, 4 orthogonal slices per axis of the
+manual label as the annotation (``write_sparse_datalist``: evenly spaced through the label's extent), then:
+
+- **3D**: the bundle's one command, ``python -m monai.bundle run semi_automatic`` on ``train.json`` + the plan of the
+  sparse datalist (``plan.json``, CPU-sized: ``--memory_budget_mb 2048 --base_features 16``) +
+  ``semi_automatic.json``: trains on the annotated voxels (the rest ignored) and writes the dense label;
+- **2D**: a 2D ``PaperUNet`` of the same widths trained by ``train.json`` (``spatial_dims`` 2) on the annotated
+  slices only (``write_slice_datalist``, slices of all three axes), which then segments every slice along each
+  of the three axes; the three softmax volumes are averaged;
+- **dense**: the 3D command on the dense label (the upper bound), once per volume.
+
+Every arm trains for the same wall-clock budget (``--minutes``, ignite's ``TimeLimit``; caching excluded) with the
+same constant learning rate. Dice and IoU are over the unannotated voxels of each k (the voxels set to the
+ignore value); the dense run is scored on the same voxels. Prints a JSON row per run and a Markdown table::
+
+    .venv/bin/python benchmarks/semi_automatic.py --minutes 3 [--volumes spleen sct_t2 sct_t1] [--ks 1 2 4] \
+        [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "unet"
+MANIFESTS = REPO / "data_manifests"
+VOLUMES = {
+    "spleen": MANIFESTS / "msd_spleen_ct_crop.json",
+    "sct_t2": MANIFESTS / "sct_spinalcord_t2.json",
+    "sct_t1": MANIFESTS / "sct_spinalcord_t1.json",
+}
+ITERATIONS = 10  # per epoch; the budget ends training, not the epoch count
+
+
+def bundle(workflow: str, configs: list[Path], cwd: Path, *args: str) -> float:
+    """``python -m monai.bundle run <workflow>`` in ``cwd`` (log in ``cwd/<workflow>.log``); its wall time (s)."""
+    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    command = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config_list, *args]
+    log = cwd / f"{workflow}.log"
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        done = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise SystemExit(f"{workflow} failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def scores(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Foreground Dice and IoU of two binary maps over the voxels of ``mask``."""
+    p, t = prediction[mask] > 0, truth[mask] > 0
+    overlap, total, union = np.sum(p & t), np.sum(p) + np.sum(t), np.sum(p | t)
+    return {"dice": round(float(2 * overlap / total), 4) if total else 1.0,
+            "iou": round(float(overlap / union), 4) if union else 1.0}  # fmt: skip
+
+
+def run_3d(datalist: Path, root: Path, minutes: float) -> tuple[np.ndarray, dict[str, float]]:
+    """Plan ``datalist``, then the bundle's ``run semi_automatic``; returns the dense label and the times (s)."""
+    root.mkdir(parents=True, exist_ok=True)
+    plan = root / "plan.json"
+    times = {"plan_s": bundle(
+        "planning", [BUNDLE / "plan.json"], root, "--manifest", str(datalist), "--output", str(plan),
+        "--memory_budget_mb", "2048", "--base_features", "16",
+    )}  # fmt: skip
+    times["run_s"] = bundle(
+        "semi_automatic", [BUNDLE / "train.json", plan, BUNDLE / "semi_automatic.json"], root,
+        "--manifest", str(datalist), "--bundle_root", str(root), "--epochs", "100000",
+        "--iterations_per_epoch", str(ITERATIONS), "--time_limit_minutes", str(minutes),
+    )  # fmt: skip
+    (written,) = sorted((root / "eval").glob("*_dense.nii*"))
+    return np.asanyarray(nib.load(str(written)).dataobj), times
+
+
+def run_2d(sparse: Path, image_path: str, plan: Path, root: Path, minutes: float) -> tuple[np.ndarray, dict]:
+    """Train a 2D net on the annotated slices of ``sparse``, then segment the volume along each axis."""
+    from monai.bundle import ConfigParser
+    from monai.data import MetaTensor
+    from monai.transforms import Compose
+
+    from unet_monai.data import write_slice_datalist
+
+    root.mkdir(parents=True, exist_ok=True)
+    slices = write_slice_datalist(sparse, root / "slices")
+    planned = json.loads(plan.read_text())
+    features = planned["features"]
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "train.json"))
+    parser.update({
+        "bundle_root": str(root), "manifest": str(slices), "spatial_dims": 2, "features": features,
+        "norm": "batch", "pool_sizes": None, "kernel_sizes": None, "output_patch_size": [96, 96],
+        "val_output_patch_size": [256, 256], "batch_size": 4, "border_w0": 0.0, "border_class_weights": None,
+        "pos_fraction": 0.33, "epochs": 100000, "iterations_per_epoch": ITERATIONS, "val_interval": 10**9,
+        "time_limit_minutes": minutes, "stages::intensity": planned["stages::intensity"],
+    })  # fmt: skip
+    parser.parse()
+    start = time.perf_counter()
+    parser.get_parsed_content("initialize")
+    parser.get_parsed_content("training")
+    train_s = time.perf_counter() - start
+    network = parser.get_parsed_content("network").eval()
+    inferer = parser.get_parsed_content("tile_inferer")
+    intensity = Compose(parser.get_parsed_content("stages::intensity"))
+    volume = nib.load(image_path)
+    data = volume.get_fdata(dtype=np.float32)
+    start = time.perf_counter()
+    probabilities = np.zeros(data.shape, dtype=np.float32)
+    with torch.no_grad():
+        for axis in range(3):
+            for index in range(data.shape[axis]):
+                image = MetaTensor(np.take(data, index, axis=axis)[None])
+                image = intensity({"image": image})["image"].as_tensor()[None]
+                logits = inferer(image.to(memory_format=torch.channels_last), network)
+                foreground = torch.softmax(logits.float(), dim=1)[0, 1].numpy()
+                target: list[slice | int] = [slice(None)] * 3
+                target[axis] = index
+                probabilities[tuple(target)] += foreground / 3
+    return (probabilities > 0.5).astype(np.uint8), {"run_s": train_s, "segment_s": time.perf_counter() - start}
+
+
+def main() -> None:
+    from unet_monai.data import write_sparse_datalist
+    from unet_monai.io import load_manifest
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=3.0, help="training budget of every run (wall clock)")
+    parser.add_argument("--volumes", nargs="+", default=list(VOLUMES), choices=list(VOLUMES))
+    parser.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4])
+    parser.add_argument("--arms", nargs="+", default=["dense", "3d", "2d"], choices=["dense", "3d", "2d"])
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="semi_automatic_"))
+    print(f"work folder {work}; torch threads {torch.get_num_threads()}", flush=True)
+    rows: list[dict] = []
+
+    def report(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+    for volume, manifest in VOLUMES.items():
+        if volume not in args.volumes:
+            continue
+        (item,) = load_manifest(manifest, "training")
+        truth = np.asanyarray(nib.load(item["label"]).dataobj)
+        masks = {}
+        for k in args.ks:
+            sparse = write_sparse_datalist(manifest, work / volume / f"k{k}", k)
+            (sparse_item,) = load_manifest(sparse, "training")
+            masks[k] = np.asanyarray(nib.load(sparse_item["label"]).dataobj) == 255
+            annotated = round(float(1 - masks[k].mean()), 4)
+            if "3d" in args.arms:
+                prediction, times = run_3d(sparse, work / volume / f"k{k}" / "3d", args.minutes)
+                report({"volume": volume, "k": k, "net": "3d", "annotated": annotated, **times,
+                        **scores(prediction, truth, masks[k])})  # fmt: skip
+            if "2d" in args.arms:
+                plan = work / volume / f"k{k}" / "3d" / "plan.json"
+                if not plan.exists():
+                    bundle("planning", [BUNDLE / "plan.json"], sparse.parent, "--manifest", str(sparse),
+                           "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16")  # fmt: skip
+                prediction, times = run_2d(sparse, item["image"], plan, work / volume / f"k{k}" / "2d", args.minutes)
+                report({"volume": volume, "k": k, "net": "2d", "annotated": annotated, **times,
+                        **scores(prediction, truth, masks[k])})  # fmt: skip
+        if "dense" in args.arms:
+            prediction, times = run_3d(manifest, work / volume / "dense", args.minutes)
+            for k, mask in masks.items():
+                report({"volume": volume, "k": k, "net": "3d dense", "annotated": 1.0, **times,
+                        **scores(prediction, truth, mask)})  # fmt: skip
+
+    print("\n| volume | k | annotated voxels | 2D Dice / IoU | 3D Dice / IoU | 3D dense Dice / IoU |")
+    print("|---|---|---|---|---|---|")
+    for volume in args.volumes:
+        for k in args.ks:
+            cells = {
+                r["net"]: f"{r['dice']:.3f} / {r['iou']:.3f}" for r in rows if r["volume"] == volume and r["k"] == k
+            }
+            share = next(
+                (r["annotated"] for r in rows if r["volume"] == volume and r["k"] == k and r["net"] != "3d dense"), ""
+            )
+            print(
+                f"| {volume} | {k} | {share} | "
+                + " | ".join(cells.get(net, "") for net in ("2d", "3d", "3d dense"))
+                + " |"
+            )
+
+
+if __name__ == "__main__":
+    main()
