@@ -18,15 +18,18 @@ CONFIGS = ["bundles/unet/train.json", "bundles/unet/train_3d.json", "bundles/une
 TINY_3D = ["--features", "[4,8,16]", "--output_patch_size", "[12,12,12]", "--val_output_patch_size", "[32,32,16]"]
 
 
-def blob_volume(folder: Path) -> tuple[Path, np.ndarray]:
+def blob_volume(folder: Path, stored: str = "RAS") -> tuple[Path, np.ndarray]:
     """A 40x36x20 volume of 0.8 x 0.8 x 2.5 mm voxels with an ellipsoid (label 1) brighter than the rest, and its
-    dense datalist; the label is smaller along z than a 3D net's context (mirrored borders)."""
+    dense datalist; the label is smaller along z than a 3D net's context (mirrored borders). ``stored`` "ASR": the
+    same world geometry stored with the axes permuted (array 36x20x40)."""
     shape = (40, 36, 20)
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
     label = (((grid[0] - 20) / 12) ** 2 + ((grid[1] - 18) / 10) ** 2 + ((grid[2] - 10) / 6) ** 2 <= 1).astype(np.uint8)
     image = (label * 2.0 + np.random.default_rng(0).normal(0, 0.3, shape)).astype(np.float32)
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
     affine[:3, 3] = [10, -5, 3]
+    if stored == "ASR":
+        label, image, affine = label.transpose(1, 2, 0), image.transpose(1, 2, 0), affine[:, [1, 2, 0, 3]]
     folder.mkdir(parents=True)
     nib.save(nib.Nifti1Image(image, affine), folder / "vol.nii.gz")
     nib.save(nib.Nifti1Image(label, affine), folder / "vol_label.nii.gz")
@@ -37,14 +40,24 @@ def blob_volume(folder: Path) -> tuple[Path, np.ndarray]:
 
 
 @pytest.mark.integration
-def test_semi_automatic_trains_on_annotated_slices_and_writes_the_dense_label(tmp_path: Path) -> None:
-    dense, affine = blob_volume(tmp_path / "data")
+@pytest.mark.parametrize("stored", ["RAS", "ASR"])
+def test_semi_automatic_trains_on_annotated_slices_and_writes_the_dense_label(tmp_path: Path, stored: str) -> None:
+    """Stored ASR with an orientation stage: trained in RAS, the dense label and the annotated-voxel scores come
+    back on the stored grid (the label is inverted with the prediction)."""
+    dense, affine = blob_volume(tmp_path / "data", stored)
     sparse = write_sparse_datalist(dense, tmp_path / "sparse", k=1)  # one slice per axis, the rest 255
     epochs = ["--epochs", "2", "--iterations_per_epoch", "1", "--batch_size", "1"]
-    run_bundle("semi_automatic", CONFIGS, tmp_path / "root", *TINY_3D, *epochs, "--manifest", str(sparse))
+    configs = CONFIGS
+    if stored != "RAS":
+        overlay = tmp_path / "ras.json"
+        stage = [{"_target_": "Orientationd", "keys": "@spatial_keys", "axcodes": "RAS"}]
+        overlay.write_text(json.dumps({"stages::orientation": stage}))
+        configs = [*CONFIGS[:-1], str(overlay), CONFIGS[-1]]
+    run_bundle("semi_automatic", configs, tmp_path / "root", *TINY_3D, *epochs, "--manifest", str(sparse))
     out = tmp_path / "root" / "eval"
     written = nib.load(out / "vol_dense.nii.gz")
-    assert written.shape == (40, 36, 20) and np.allclose(written.affine, affine, atol=1e-4)
+    shape = (40, 36, 20) if stored == "RAS" else (36, 20, 40)
+    assert written.shape == shape and np.allclose(written.affine, affine, atol=1e-4)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
     with open(out / "annotated_per_case.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))  # scored on the annotated voxels only (the ignore value left out)
