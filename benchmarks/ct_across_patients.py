@@ -11,7 +11,8 @@ Every step is the command a user types (``python -m monai.bundle run planning|tr
 subprocess from a scratch folder outside the repository; planning uses a CPU-sized budget
 (``--memory_budget_mb 2048 --base_features 16``) and training stops at ``--time_limit_minutes`` (ignite's
 ``TimeLimit``). Evaluation inverts the geometry stages (``Invertd``), so Dice and HD95 (mm) are on the test
-image's own grid. Prints one row per direction with the wall times; ``--json`` writes them too::
+image's own grid. ``--overlay bundles/unet/ct_window.json`` lays a fixed HU window and intensity augmentation over
+the plan (train and evaluate). Prints one row per direction with the wall times; ``--json`` writes them too::
 
     .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] [--json out.json]
 """
@@ -55,8 +56,11 @@ def bundle(workflow: str, configs: list[Path | str], cwd: Path, *args: str) -> f
     return elapsed
 
 
-def run_direction(name: str, root: Path, minutes: float, epochs: int, iterations: int) -> dict[str, object]:
-    """Plan, train and evaluate one direction in ``root``; returns the row (times in s, Dice, HD95 in mm)."""
+def run_direction(
+    name: str, root: Path, minutes: float, epochs: int, iterations: int, extra: list[Path]
+) -> dict[str, object]:
+    """Plan, train and evaluate one direction in ``root``, with the overlays ``extra`` after the plan; returns the
+    row (times in s, Dice, IoU, HD95 in mm)."""
     train_list, train_overlay, test_list, test_overlay, test_split = DIRECTIONS[name]
     root.mkdir(parents=True, exist_ok=True)
     plan = root / "plan.json"
@@ -66,13 +70,13 @@ def run_direction(name: str, root: Path, minutes: float, epochs: int, iterations
         "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16",
     )  # fmt: skip
     train_s = bundle(
-        "training", [BUNDLE / "train.json", *label_overlays, plan], root, "--bundle_root", str(root),
+        "training", [BUNDLE / "train.json", *label_overlays, plan, *extra], root, "--bundle_root", str(root),
         "--epochs", str(epochs), "--iterations_per_epoch", str(iterations), "--val_interval", str(min(5, epochs)),
         "--time_limit_minutes", str(minutes),
     )  # fmt: skip
     test_overlays = [test_overlay] if test_overlay else []
     eval_s = bundle(
-        "evaluating", [BUNDLE / "inference.json", BUNDLE / "evaluate.json", plan, *test_overlays], root,
+        "evaluating", [BUNDLE / "inference.json", BUNDLE / "evaluate.json", plan, *extra, *test_overlays], root,
         "--bundle_root", str(root), "--manifest", str(test_list), "--split", test_split,
     )  # fmt: skip
     with open(root / "eval" / "evaluation_per_case.csv") as f:
@@ -80,6 +84,7 @@ def run_direction(name: str, root: Path, minutes: float, epochs: int, iterations
     plan_json = json.loads(plan.read_text())
     return {
         "direction": name,
+        "overlays": [p.name for p in extra],
         "target_spacing": plan_json["plan"]["target_spacing"],
         "output_patch": plan_json["output_patch_size"],
         "plan_s": round(plan_s, 1),
@@ -96,6 +101,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=45)
     parser.add_argument("--iterations", type=int, default=12, help="iterations per epoch")
     parser.add_argument("--directions", nargs="+", default=list(DIRECTIONS), choices=list(DIRECTIONS))
+    parser.add_argument("--overlay", type=Path, nargs="*", default=[], help="configs laid over the plan, e.g. "
+                        "bundles/unet/ct_window.json (train and evaluate)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -103,7 +110,9 @@ def main() -> None:
     print(f"torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}; work folder {work}")
     rows = []
     for name in args.directions:
-        row = run_direction(name, work / name, args.minutes, args.epochs, args.iterations)
+        row = run_direction(
+            name, work / name, args.minutes, args.epochs, args.iterations, [p.resolve() for p in args.overlay]
+        )
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:
