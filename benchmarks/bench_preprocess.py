@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plan_vs_nnunet import lay_out, nnunet_plan  # noqa: E402
-from timing import timed  # noqa: E402
+from plan_vs_nnunet import lay_out, nnunet_plan
+from timing import timed
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "unet"

@@ -1,7 +1,11 @@
-"""The bundle's default train step, built from ``bundles/unet/train.json`` itself: shared by the benchmarks."""
+"""The bundle for the benchmarks: its default train step, built from ``bundles/unet/train.json`` itself, and its
+command line run as a subprocess."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,3 +57,17 @@ def bundle_train_step(parser: ConfigParser) -> tuple[Callable[[], None], Callabl
         "precision": parser.get_parsed_content("precision"),
     }
     return forward, train_step, info
+
+
+def run_bundle_cli(workflow: str, configs: list[Path | str], cwd: Path, *args: str) -> float:
+    """``python -m monai.bundle run <workflow>`` with ``configs`` in ``cwd`` (its output in ``cwd/<workflow>.log``);
+    returns its wall time (s), or exits naming the log when the command fails."""
+    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    command = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config_list, *args]
+    log = cwd / f"{workflow}.log"
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        done = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise SystemExit(f"{workflow} failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - start

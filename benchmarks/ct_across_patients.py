@@ -23,11 +23,10 @@ import argparse
 import csv
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bundle_step import run_bundle_cli
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "unet"
@@ -42,20 +41,6 @@ DIRECTIONS = {
 }
 
 
-def bundle(workflow: str, configs: list[Path | str], cwd: Path, *args: str) -> float:
-    """Run ``python -m monai.bundle run <workflow>`` with these configs in ``cwd``; returns its wall time (s)."""
-    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config_list, *args]
-    log = cwd / f"{workflow}.log"
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        done = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    elapsed = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(f"{workflow} failed (exit {done.returncode}); see {log}")
-    return elapsed
-
-
 def run_direction(
     name: str, root: Path, minutes: float, epochs: int, iterations: int, extra: list[Path]
 ) -> dict[str, object]:
@@ -65,17 +50,17 @@ def run_direction(
     root.mkdir(parents=True, exist_ok=True)
     plan = root / "plan.json"
     label_overlays = [train_overlay] if train_overlay else []
-    plan_s = bundle(
+    plan_s = run_bundle_cli(
         "planning", [BUNDLE / "plan.json", *label_overlays], root, "--manifest", str(train_list),
         "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16",
     )  # fmt: skip
-    train_s = bundle(
+    train_s = run_bundle_cli(
         "training", [BUNDLE / "train.json", *label_overlays, plan, *extra], root, "--bundle_root", str(root),
         "--epochs", str(epochs), "--iterations_per_epoch", str(iterations), "--val_interval", str(min(5, epochs)),
         "--time_limit_minutes", str(minutes),
     )  # fmt: skip
     test_overlays = [test_overlay] if test_overlay else []
-    eval_s = bundle(
+    eval_s = run_bundle_cli(
         "evaluating", [BUNDLE / "inference.json", BUNDLE / "evaluate.json", plan, *extra, *test_overlays], root,
         "--bundle_root", str(root), "--manifest", str(test_list), "--split", test_split,
     )  # fmt: skip

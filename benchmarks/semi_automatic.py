@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from bundle_step import run_bundle_cli
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "unet"
@@ -44,19 +43,6 @@ VOLUMES = {
 }
 ITERATIONS = 10  # per epoch; the budget ends training, not the epoch count
 TWO_D = ["2d axis 0", "2d axis 1", "2d axis 2", "2d 3 axes"]  # slice by slice along one axis; the 3 maps averaged
-
-
-def bundle(workflow: str, configs: list[Path], cwd: Path, *args: str) -> float:
-    """``python -m monai.bundle run <workflow>`` in ``cwd`` (log in ``cwd/<workflow>.log``); its wall time (s)."""
-    config_list = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config_list, *args]
-    log = cwd / f"{workflow}.log"
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        done = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode:
-        raise SystemExit(f"{workflow} failed (exit {done.returncode}); see {log}")
-    return time.perf_counter() - start
 
 
 def scores(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -75,11 +61,11 @@ def run_3d(datalist: Path, root: Path, minutes: float) -> tuple[np.ndarray, dict
         (written,) = sorted((root / "eval").glob("*_dense.nii*"))
         return np.asanyarray(nib.load(str(written)).dataobj), json.loads(done.read_text())
     plan = root / "plan.json"
-    times = {"plan_s": bundle(
+    times = {"plan_s": run_bundle_cli(
         "planning", [BUNDLE / "plan.json"], root, "--manifest", str(datalist), "--output", str(plan),
         "--memory_budget_mb", "2048", "--base_features", "16",
     )}  # fmt: skip
-    times["run_s"] = bundle(
+    times["run_s"] = run_bundle_cli(
         "semi_automatic", [BUNDLE / "train.json", plan, BUNDLE / "semi_automatic.json"], root,
         "--manifest", str(datalist), "--bundle_root", str(root), "--epochs", "100000",
         "--iterations_per_epoch", str(ITERATIONS), "--time_limit_minutes", str(minutes),
@@ -178,7 +164,7 @@ def main() -> None:
             if "2d" in args.arms:
                 plan = work / volume / f"k{k}" / "3d" / "plan.json"
                 if not plan.exists():
-                    bundle("planning", [BUNDLE / "plan.json"], sparse.parent, "--manifest", str(sparse),
+                    run_bundle_cli("planning", [BUNDLE / "plan.json"], sparse.parent, "--manifest", str(sparse),
                            "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16")  # fmt: skip
                 labels, times = run_2d(sparse, item["image"], plan, work / volume / f"k{k}" / "2d", args.minutes)
                 for net, prediction in zip(TWO_D, labels):
