@@ -72,10 +72,14 @@ def test_cli_writes_the_overlay_the_rules_give(planned: Path, phantom_datalist: 
     assert overlay["plan"]["fingerprint"]["orientations"] == ["LPS", "PSR", "RAS"]
     # nnU-Net's foreground oversampling, and no EM border weight map
     assert (overlay["pos_fraction"], overlay["border_w0"], overlay["border_class_weights"]) == (0.33, 0.0, None)
+    # the elastic displacement: 10 voxels along the finest axis, the same mm along the coarse one
+    spacing = overlay["plan"]["target_spacing"]
+    assert overlay["elastic_sigma"] == [round(10 * min(spacing) / s, 2) for s in spacing]
+    assert overlay["elastic_sigma"][:2] == [10.0, 10.0] and overlay["elastic_sigma"][2] < 2.5
 
 
 def test_every_id_the_overlay_sets_is_an_id_of_train_and_inference() -> None:
-    training_only = {"output_patch_size", "batch_size", *PLANNED_SAMPLING}  # inference.json ignores them
+    training_only = {"output_patch_size", "batch_size", "elastic_sigma", *PLANNED_SAMPLING}  # not in inference
     for name, expected in (("train.json", set(OVERLAY_IDS)), ("inference.json", set(OVERLAY_IDS) - training_only)):
         parser = ConfigParser()
         parser.read_config(str(BUNDLE / name))
@@ -168,6 +172,7 @@ def test_a_case_smaller_than_the_planned_patch_is_mirrored_up_to_it_in_training(
     patch = parser.get_parsed_content("patch_size")
     output = parser.get_parsed_content("network_def").output_shape(patch)
     small = dataset[2]  # a list of crops (num_samples) or one dict
-    for crop in small if isinstance(small, list) else [small]:
-        assert tuple(crop["image"].shape[1:]) == tuple(patch)
-        assert tuple(crop["label"].shape[1:]) == tuple(output)
+    for crop in small if isinstance(small, list) else [small]:  # RandRotate90d may swap the first two axes
+        for key, shape in (("image", patch), ("label", output)):
+            got = tuple(crop[key].shape[1:])
+            assert got in (tuple(shape), (shape[1], shape[0], shape[2])), f"{key} {got}, expected {shape}"

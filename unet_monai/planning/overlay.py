@@ -37,7 +37,18 @@ OVERLAY_IDS = (
     "pos_fraction",
     "border_w0",
     "border_class_weights",
+    "elastic_sigma",
 )
+ELASTIC_SIGMA_MM_VOXELS = 10.0  # the paper's displacement (10 pixels), along the finest axis
+
+
+def elastic_sigma(spacing: list[float]) -> list[float]:
+    """The elastic displacement per axis in voxels: the paper's 10 voxels along the finest axis, the same distance in
+    mm along the others (a 5 mm axis next to 0.8 mm ones moves 1.6 voxels, not 10, i.e. 8 mm instead of 50 mm)."""
+    finest = min(spacing)
+    return [round(ELASTIC_SIGMA_MM_VOXELS * finest / s, 2) for s in spacing]
+
+
 # nnU-Net's foreground oversampling (a third of the patches centred on a class voxel); the paper's border weight
 # map separates touching cells in 2D EM, not organs, so a plan switches it off
 PLANNED_SAMPLING = {"pos_fraction": 0.33, "border_w0": 0.0, "border_class_weights": None}
@@ -50,7 +61,8 @@ def overlay_config(plan: Mapping[str, Any]) -> dict[str, Any]:
     ``Orientationd`` to RAS, ``Spacingd`` to the target spacing (mm, RAS axes) with ``bilinear`` for the image and
     ``nearest`` for the label (one mode per key: ``['bilinear', 'nearest'][:len(@spatial_keys)]``), then
     :class:`unet_monai.transforms.NormalizeByModalityd` with one scheme per channel. Training then centres a third
-    of its patches on foreground (``pos_fraction`` 0.33, as nnU-Net) and drops the 2D EM border weight map.
+    of its patches on foreground (``pos_fraction`` 0.33, as nnU-Net), drops the 2D EM border weight map, and deforms
+    by the same distance in mm along every axis (:func:`elastic_sigma`).
     """
     config: dict[str, Any] = {
         "spatial_dims": int(plan["spatial_dims"]),
@@ -84,6 +96,7 @@ def overlay_config(plan: Mapping[str, Any]) -> dict[str, Any]:
             }
         ],
         **PLANNED_SAMPLING,
+        "elastic_sigma": elastic_sigma([float(s) for s in plan["target_spacing"]]),
     }
     if plan.get("data_root"):
         config["data_root"] = str(plan["data_root"])
