@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -331,12 +332,12 @@ def write_slice_datalist(
         positions = annotated.get(entry["label"])
         if positions is None:
             raise ValueError(f"{sparse_manifest}: {split}[{i}] label {entry['label']!r} is not in annotated_slices.")
-        label = nib.load(item["label"])
+        label = cast(nib.Nifti1Image, nib.load(item["label"]))
         label_data = np.asanyarray(label.dataobj)
         images = item["image"] if isinstance(item["image"], list) else [item["image"]]
         channels = []
         for path in images:
-            image = nib.load(path)
+            image = cast(nib.Nifti1Image, nib.load(path))
             if image.shape[:3] != label.shape or len(image.shape) != 3:
                 raise ValueError(
                     f"{sparse_manifest}: {split}[{i}] image {path} must be a 3D NIfTI of the label's shape "
@@ -354,10 +355,12 @@ def write_slice_datalist(
                     path = (
                         out_dir / "slices" / (f"{stem}_image.nii.gz" if len(channels) == 1 else f"{stem}_c{c}.nii.gz")
                     )
-                    nib.save(nib.Nifti1Image(np.take(data, index, axis=axis), affine), str(path))
+                    with atomic_path(path, suffix=".tmp.nii.gz") as tmp:
+                        nib.save(nib.Nifti1Image(np.take(data, index, axis=axis), affine), str(tmp))
                     files.append(path.relative_to(out_dir).as_posix())
                 label_path = out_dir / "slices" / f"{stem}_label.nii.gz"
-                nib.save(nib.Nifti1Image(np.take(label_data, index, axis=axis), affine), str(label_path))
+                with atomic_path(label_path, suffix=".tmp.nii.gz") as tmp:
+                    nib.save(nib.Nifti1Image(np.take(label_data, index, axis=axis), affine), str(tmp))
                 training.append(
                     {
                         "image": files[0] if len(files) == 1 else files,
