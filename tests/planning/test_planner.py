@@ -125,6 +125,25 @@ def test_depth_keeps_the_context_below_the_smallest_case() -> None:
     assert any("dropped" in r for r in p["reasons"])
 
 
+def test_one_case_keeps_the_context_below_half_its_size() -> None:
+    # the SCT T2 crop (60 x 55 x 52 voxels, isotropic): pooling stops at 4 voxels, 3 poolings, context 44 per side;
+    # that is < 52 (a data set of such cases keeps it) but every voxel of one case would see a mirrored seam:
+    # one case drops to 2 poolings, context 20 < 26
+    shape = [60, 55, 52]
+    many = plan(fingerprint([[1.0, 1.0, 1.0]] * 3, [shape] * 3))
+    assert len(many["pool_sizes"]) == 3 and many["context"] == [44, 44, 44]
+    one = plan(fingerprint([[1.0, 1.0, 1.0]], [shape]))
+    assert one["pool_sizes"] == [[2, 2, 2]] * 2 and one["context"] == [20, 20, 20]
+    assert any("0.5 x the smallest case" in r for r in one["reasons"])
+    assert plan(fingerprint([[1.0, 1.0, 1.0]], [shape]), max_context_fraction=1.0)["context"] == [44, 44, 44]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.5])
+def test_a_context_fraction_outside_0_1_is_refused(fraction: float) -> None:
+    with pytest.raises(ValueError, match=rf"max_context_fraction must be in \(0, 1\], got {fraction}"):
+        plan(fingerprint([[1.0, 1.0, 1.0]], [[64, 64, 64]]), max_context_fraction=fraction)
+
+
 def test_cases_smaller_than_the_patch_are_named() -> None:
     fp = fingerprint([[1.0, 1.0, 1.0]] * 3, [[64, 64, 64], [64, 64, 64], [64, 64, 20]])  # median z 64, one case 20
     with pytest.warns(RuntimeWarning, match=r"1 case\(s\) \(2\) are smaller than the output patch"):

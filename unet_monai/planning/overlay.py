@@ -39,14 +39,14 @@ OVERLAY_IDS = (
     "border_class_weights",
     "elastic_sigma",
 )
-ELASTIC_SIGMA_MM_VOXELS = 10.0  # the paper's displacement (10 pixels), along the finest axis
+PAPER_ELASTIC_SIGMA_VOXELS = 10.0  # the paper's displacement (10 pixels), along the finest axis
 
 
 def elastic_sigma(spacing: list[float]) -> list[float]:
     """The elastic displacement per axis in voxels: the paper's 10 voxels along the finest axis, the same distance in
     mm along the others (a 5 mm axis next to 0.8 mm ones moves 1.6 voxels, not 10, i.e. 8 mm instead of 50 mm)."""
     finest = min(spacing)
-    return [round(ELASTIC_SIGMA_MM_VOXELS * finest / s, 2) for s in spacing]
+    return [round(PAPER_ELASTIC_SIGMA_VOXELS * finest / s, 2) for s in spacing]
 
 
 # nnU-Net's foreground oversampling (a third of the patches centred on a class voxel); the paper's border weight

@@ -8,9 +8,12 @@
   spacing is less than twice the finest current spacing and its patch size stays at least
   ``2 * min_feature_map_size``; a convolution has size 1 along an axis that is still twice as coarse as the
   finest (3 once it is within 2x; the bottleneck always 3).
-- Depth: the coarsest poolings are dropped while the valid net's context (voxels lost per side) reaches the
-  smallest case's size along some axis, since training mirrors each case by the context (``BorderPadd``,
-  ``mode="reflect"``, which needs context < size).
+- Depth: the coarsest poolings are dropped while the valid net's context (voxels lost per side) reaches
+  ``max_context_fraction`` of the smallest case's size along some axis. Training mirrors each case by the context
+  (``BorderPadd``, ``mode="reflect"``, which needs context < size: fraction 1 for a data set). A single case (the
+  semi-automated mode) gets 0.5: with a larger context every output voxel sees a mirrored seam, and the net can
+  learn where it is in the one volume instead of what is there (Dice 0.107 against 0.965 on the SCT T2 at k = 1,
+  BENCHMARKS.md).
 - Features ``min(32 * 2**level, 320)`` per level in 3D, capped at 512 in 2D (nnU-Net's plans).
 - Output patch (what a training step supervises, voxels per axis): from nnU-Net's initial patch (the shape of
   256**3 voxels with the aspect ratio of the spacing, 2048**2 in 2D), at most the median shape after resampling;
@@ -162,6 +165,7 @@ def plan(
     anisotropy_threshold: float = 3.0,
     min_batch_size: int = 2,
     max_dataset_fraction: float = 0.05,
+    max_context_fraction: float | None = None,
 ) -> dict[str, Any]:
     """Plan a PaperUNet training from a fingerprint (module docstring for the rules).
 
@@ -175,6 +179,8 @@ def plan(
         anisotropy_threshold: see :func:`target_spacing`.
         min_batch_size: the least batch size (nnU-Net: 2).
         max_dataset_fraction: a batch's output voxels cover at most this fraction of the data set's voxels.
+        max_context_fraction: the context (voxels per side) stays below this fraction of the smallest case's size
+            along every axis, in (0, 1]; None: 0.5 for a fingerprint of one case, else 1.
 
     Returns:
         A JSON-serialisable dict: ``spatial_dims``, ``in_channels``, ``num_classes``, ``class_names`` (value ->
@@ -198,6 +204,11 @@ def plan(
     class_names = {v: n for v, n in sorted(labels.items()) if v != ignore}
     num_classes = len(class_names)
     reasons: list[str] = []
+    cases = len(fingerprint["spacings"])
+    if max_context_fraction is None:
+        max_context_fraction = 0.5 if cases == 1 else 1.0
+    if not 0.0 < max_context_fraction <= 1.0:
+        raise ValueError(f"max_context_fraction must be in (0, 1], got {max_context_fraction}.")
     if num_classes < 2:
         raise ValueError(f"the datalist's labels must name at least 2 classes (background included), got {labels}.")
     if sorted(class_names) != list(range(num_classes)):
@@ -241,9 +252,12 @@ def plan(
                 f"along some axis at spacing {spacing} mm)."
             )
         net = _shape_net(dims, pools, kernels)
-        while len(pools) > 1 and any(c >= m for c, m in zip(net.context_per_axis, smallest_shape)):
+        while len(pools) > 1 and any(
+            c >= max_context_fraction * m for c, m in zip(net.context_per_axis, smallest_shape)
+        ):
             # the training pipeline mirrors each case by the context (BorderPadd, mode "reflect"), which needs
-            # context < size along every axis: drop the coarsest pooling (and its level) until it holds
+            # context < size along every axis; one case needs more room (module docstring): drop the coarsest
+            # pooling (and its level) until it holds
             pools, kernels = pools[:-1], kernels[:-2] + kernels[-1:]
             net = _shape_net(dims, pools, kernels)
             dropped = True
@@ -296,8 +310,10 @@ def plan(
             )
     if dropped:
         reasons.append(
-            f"coarsest pooling(s) dropped so that the context {list(net.context_per_axis)} stays below the smallest "
-            f"case {smallest_shape} along every axis (training mirrors each case by the context)"
+            f"coarsest pooling(s) dropped so that the context {list(net.context_per_axis)} stays below "
+            f"{max_context_fraction:g} x the smallest case {smallest_shape} along every axis (training mirrors each "
+            "case by the context" + ("; one case: its net must not see the mirrored seams from every voxel)" if
+            max_context_fraction < 1 else ")")
         )
     reasons.append(
         f"pooling {pools}, kernels {kernels}: pool an axis while its spacing is < 2x the finest and its patch >= "
@@ -368,7 +384,7 @@ def plan(
             if k in fingerprint
         }
         | {
-            "cases": len(fingerprint["spacings"]),
+            "cases": cases,
             "orientations": sorted({c["orientation"] for c in fingerprint.get("cases", [])}),
         },
     }
