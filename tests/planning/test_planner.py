@@ -132,16 +132,32 @@ def test_one_case_keeps_the_context_below_half_its_size() -> None:
     shape = [60, 55, 52]
     many = plan(fingerprint([[1.0, 1.0, 1.0]] * 3, [shape] * 3))
     assert len(many["pool_sizes"]) == 3 and many["context"] == [44, 44, 44]
-    one = plan(fingerprint([[1.0, 1.0, 1.0]], [shape]))
+    # (a patch of the whole case, so that pooling_plan alone would pool 3 times)
+    one = plan(fingerprint([[1.0, 1.0, 1.0]], [shape]), max_patch_fraction=1.0)
     assert one["pool_sizes"] == [[2, 2, 2]] * 2 and one["context"] == [20, 20, 20]
     assert any("0.5 x the smallest case" in r for r in one["reasons"])
-    assert plan(fingerprint([[1.0, 1.0, 1.0]], [shape]), max_context_fraction=1.0)["context"] == [44, 44, 44]
+    loose = plan(fingerprint([[1.0, 1.0, 1.0]], [shape]), max_context_fraction=1.0, max_patch_fraction=1.0)
+    assert loose["context"] == [44, 44, 44]
 
 
+def test_one_case_trains_on_crops_of_at_most_half_its_size() -> None:
+    # a data set's patch may reach the median shape (nnU-Net); one case's patch at most half of it, so that the
+    # steps see crops at varied positions: valid outputs of the 2-pooling net are 4 + 4n, the largest <= 30, 27, 26
+    shape = [60, 55, 52]
+    many = plan(fingerprint([[1.0, 1.0, 1.0]] * 3, [shape] * 3))
+    assert all(o > s // 2 for o, s in zip(many["output_patch_size"], shape))
+    one = plan(fingerprint([[1.0, 1.0, 1.0]], [shape]))
+    assert one["output_patch_size"] == [28, 24, 24]
+    assert any("0.5 x the median shape" in r for r in one["reasons"])
+    whole = plan(fingerprint([[1.0, 1.0, 1.0]], [shape]), max_patch_fraction=1.0)
+    assert whole["output_patch_size"] == [60, 52, 52]
+
+
+@pytest.mark.parametrize("name", ["max_context_fraction", "max_patch_fraction"])
 @pytest.mark.parametrize("fraction", [0.0, 1.5])
-def test_a_context_fraction_outside_0_1_is_refused(fraction: float) -> None:
-    with pytest.raises(ValueError, match=rf"max_context_fraction must be in \(0, 1\], got {fraction}"):
-        plan(fingerprint([[1.0, 1.0, 1.0]], [[64, 64, 64]]), max_context_fraction=fraction)
+def test_a_fraction_outside_0_1_is_refused(name: str, fraction: float) -> None:
+    with pytest.raises(ValueError, match=rf"{name} must be in \(0, 1\], got {fraction}"):
+        plan(fingerprint([[1.0, 1.0, 1.0]], [[64, 64, 64]]), **{name: fraction})
 
 
 def test_cases_smaller_than_the_patch_are_named() -> None:

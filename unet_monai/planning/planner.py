@@ -12,11 +12,12 @@
   ``max_context_fraction`` of the smallest case's size along some axis. Training mirrors each case by the context
   (``BorderPadd``, ``mode="reflect"``, which needs context < size: fraction 1 for a data set). A single case (the
   semi-automated mode) gets 0.5: with a larger context every output voxel sees a mirrored seam, and the net can
-  learn where it is in the one volume instead of what is there (Dice 0.107 against 0.965 on the SCT T2 at k = 1,
-  BENCHMARKS.md).
+  learn where it is in the one volume instead of what is there (BENCHMARKS.md, the semi-automated experiment).
 - Features ``min(32 * 2**level, 320)`` per level in 3D, capped at 512 in 2D (nnU-Net's plans).
 - Output patch (what a training step supervises, voxels per axis): from nnU-Net's initial patch (the shape of
-  256**3 voxels with the aspect ratio of the spacing, 2048**2 in 2D), at most the median shape after resampling;
+  256**3 voxels with the aspect ratio of the spacing, 2048**2 in 2D), at most ``max_patch_fraction`` of the median
+  shape after resampling (1 for a data set, as nnU-Net; 0.5 for one case, so that its patches are crops at varied
+  positions rather than the same whole volume at every step);
   while :func:`unet_monai.planning.estimate_training_memory_mb` (batch 2, bf16, the valid net's input patch, which
   adds the context on each side) exceeds ``memory_budget_mb``, the axis largest relative to the median shape
   shrinks by one step of the valid sizes, and the pooling plan is redone for the smaller patch (nnU-Net's loop);
@@ -166,6 +167,7 @@ def plan(
     min_batch_size: int = 2,
     max_dataset_fraction: float = 0.05,
     max_context_fraction: float | None = None,
+    max_patch_fraction: float | None = None,
 ) -> dict[str, Any]:
     """Plan a PaperUNet training from a fingerprint (module docstring for the rules).
 
@@ -181,6 +183,8 @@ def plan(
         max_dataset_fraction: a batch's output voxels cover at most this fraction of the data set's voxels.
         max_context_fraction: the context (voxels per side) stays below this fraction of the smallest case's size
             along every axis, in (0, 1]; None: 0.5 for a fingerprint of one case, else 1.
+        max_patch_fraction: the output patch is at most this fraction of the median shape along every axis, in
+            (0, 1]; None: 0.5 for a fingerprint of one case, else 1.
 
     Returns:
         A JSON-serialisable dict: ``spatial_dims``, ``in_channels``, ``num_classes``, ``class_names`` (value ->
@@ -205,10 +209,12 @@ def plan(
     num_classes = len(class_names)
     reasons: list[str] = []
     cases = len(fingerprint["spacings"])
-    if max_context_fraction is None:
-        max_context_fraction = 0.5 if cases == 1 else 1.0
-    if not 0.0 < max_context_fraction <= 1.0:
-        raise ValueError(f"max_context_fraction must be in (0, 1], got {max_context_fraction}.")
+    fractions = {"max_context_fraction": max_context_fraction, "max_patch_fraction": max_patch_fraction}
+    for name, fraction in fractions.items():
+        fractions[name] = (0.5 if cases == 1 else 1.0) if fraction is None else float(fraction)
+        if not 0.0 < fractions[name] <= 1.0:
+            raise ValueError(f"{name} must be in (0, 1], got {fraction}.")
+    max_context_fraction, max_patch_fraction = fractions["max_context_fraction"], fractions["max_patch_fraction"]
     if num_classes < 2:
         raise ValueError(f"the datalist's labels must name at least 2 classes (background included), got {labels}.")
     if sorted(class_names) != list(range(num_classes)):
@@ -228,10 +234,12 @@ def plan(
     inverse = 1.0 / np.asarray(spacing)
     volume = 256.0**3 if dims == 3 else 2048.0**2
     initial = [round(v) for v in inverse * (volume / np.prod(inverse)) ** (1.0 / dims)]
-    wanted = [max(1, min(a, b)) for a, b in zip(initial, median_shape)]
+    patch_bound = [max(1, int(max_patch_fraction * m)) for m in median_shape]
+    wanted = [max(1, min(a, b)) for a, b in zip(initial, patch_bound)]
+    within = "the median shape" if max_patch_fraction == 1 else f"{max_patch_fraction:g} x the median shape"
     reasons.append(
-        f"initial output patch {wanted}: nnU-Net's {initial} (the spacing's aspect ratio) within the median shape "
-        f"{median_shape} after resampling"
+        f"initial output patch {wanted}: nnU-Net's {initial} (the spacing's aspect ratio) within {within} "
+        f"{median_shape} after resampling" + ("" if max_patch_fraction == 1 else " (one case: crops at varied positions)")
     )
 
     def estimate(pools: list[list[int]], kernels: list[list[int]], inp: Sequence[int], batch: int) -> float:
@@ -294,7 +302,7 @@ def plan(
         while True:
             for axis in np.argsort([o / m for o, m in zip(output, median_shape)]):
                 larger = [*output[:axis], output[axis] + net.pool_grid[axis], *output[axis + 1 :]]
-                if larger[axis] > median_shape[axis]:
+                if larger[axis] > patch_bound[axis]:
                     continue
                 larger_inp = net.input_shape_for(larger)
                 if estimate(pools, kernels, larger_inp, min_batch_size) <= memory_budget_mb:
@@ -306,7 +314,7 @@ def plan(
         if grown:
             reasons.append(
                 f"then grown {grown} step(s) with that pooling plan to {output} (input {list(inp)}), within the "
-                "budget and the median shape"
+                f"budget and {within}"
             )
     if dropped:
         reasons.append(
