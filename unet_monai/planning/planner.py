@@ -156,6 +156,14 @@ def normalisation_schemes(modality: Mapping[str, str], stats: Sequence[Mapping[s
     return schemes
 
 
+def _fraction(name: str, value: float | None, cases: int) -> float:
+    """A planner fraction in (0, 1]: ``value``, or by default 0.5 for a data set of one case, else 1."""
+    fraction = (0.5 if cases == 1 else 1.0) if value is None else float(value)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value}.")
+    return fraction
+
+
 def plan(
     fingerprint: Mapping[str, Any],
     memory_budget_mb: float = 8192.0,
@@ -209,12 +217,8 @@ def plan(
     num_classes = len(class_names)
     reasons: list[str] = []
     cases = len(fingerprint["spacings"])
-    fractions = {"max_context_fraction": max_context_fraction, "max_patch_fraction": max_patch_fraction}
-    for name, fraction in fractions.items():
-        fractions[name] = (0.5 if cases == 1 else 1.0) if fraction is None else float(fraction)
-        if not 0.0 < fractions[name] <= 1.0:
-            raise ValueError(f"{name} must be in (0, 1], got {fraction}.")
-    max_context_fraction, max_patch_fraction = fractions["max_context_fraction"], fractions["max_patch_fraction"]
+    context_fraction = _fraction("max_context_fraction", max_context_fraction, cases)
+    patch_fraction = _fraction("max_patch_fraction", max_patch_fraction, cases)
     if num_classes < 2:
         raise ValueError(f"the datalist's labels must name at least 2 classes (background included), got {labels}.")
     if sorted(class_names) != list(range(num_classes)):
@@ -234,12 +238,12 @@ def plan(
     inverse = 1.0 / np.asarray(spacing)
     volume = 256.0**3 if dims == 3 else 2048.0**2
     initial = [round(v) for v in inverse * (volume / np.prod(inverse)) ** (1.0 / dims)]
-    patch_bound = [max(1, int(max_patch_fraction * m)) for m in median_shape]
+    patch_bound = [max(1, int(patch_fraction * m)) for m in median_shape]
     wanted = [max(1, min(a, b)) for a, b in zip(initial, patch_bound)]
-    within = "the median shape" if max_patch_fraction == 1 else f"{max_patch_fraction:g} x the median shape"
+    within = "the median shape" if patch_fraction == 1 else f"{patch_fraction:g} x the median shape"
     reasons.append(
         f"initial output patch {wanted}: nnU-Net's {initial} (the spacing's aspect ratio) within {within} "
-        f"{median_shape} after resampling" + ("" if max_patch_fraction == 1 else " (one case: crops at varied positions)")
+        f"{median_shape} after resampling" + ("" if patch_fraction == 1 else " (one case: crops at varied positions)")
     )
 
     def estimate(pools: list[list[int]], kernels: list[list[int]], inp: Sequence[int], batch: int) -> float:
@@ -260,9 +264,7 @@ def plan(
                 f"along some axis at spacing {spacing} mm)."
             )
         net = _shape_net(dims, pools, kernels)
-        while len(pools) > 1 and any(
-            c >= max_context_fraction * m for c, m in zip(net.context_per_axis, smallest_shape)
-        ):
+        while len(pools) > 1 and any(c >= context_fraction * m for c, m in zip(net.context_per_axis, smallest_shape)):
             # the training pipeline mirrors each case by the context (BorderPadd, mode "reflect"), which needs
             # context < size along every axis; one case needs more room (module docstring): drop the coarsest
             # pooling (and its level) until it holds
@@ -319,9 +321,9 @@ def plan(
     if dropped:
         reasons.append(
             f"coarsest pooling(s) dropped so that the context {list(net.context_per_axis)} stays below "
-            f"{max_context_fraction:g} x the smallest case {smallest_shape} along every axis (training mirrors each "
-            "case by the context" + ("; one case: its net must not see the mirrored seams from every voxel)" if
-            max_context_fraction < 1 else ")")
+            f"{context_fraction:g} x the smallest case {smallest_shape} along every axis (training mirrors each "
+            "case by the context"
+            + ("; one case: its net must not see the mirrored seams from every voxel)" if context_fraction < 1 else ")")
         )
     reasons.append(
         f"pooling {pools}, kernels {kernels}: pool an axis while its spacing is < 2x the finest and its patch >= "
