@@ -243,7 +243,8 @@ def plan(
     within = "the median shape" if patch_fraction == 1 else f"{patch_fraction:g} x the median shape"
     reasons.append(
         f"initial output patch {wanted}: nnU-Net's {initial} (the spacing's aspect ratio) within {within} "
-        f"{median_shape} after resampling" + ("" if patch_fraction == 1 else " (one case: crops at varied positions)")
+        f"{median_shape} after resampling"
+        + (" (one case: crops at varied positions)" if cases == 1 and patch_fraction < 1 else "")
     )
 
     def estimate(pools: list[list[int]], kernels: list[list[int]], inp: Sequence[int], batch: int) -> float:
@@ -323,7 +324,7 @@ def plan(
             f"coarsest pooling(s) dropped so that the context {list(net.context_per_axis)} stays below "
             f"{context_fraction:g} x the smallest case {smallest_shape} along every axis (training mirrors each "
             "case by the context"
-            + ("; one case: its net must not see the mirrored seams from every voxel)" if context_fraction < 1 else ")")
+            + ("; one case: its net must not see the mirrored seams from every voxel)" if cases == 1 else ")")
         )
     reasons.append(
         f"pooling {pools}, kernels {kernels}: pool an axis while its spacing is < 2x the finest and its patch >= "
