@@ -10,9 +10,10 @@ Two directions, each plan -> train -> evaluate on the other patient's native gri
 Every step is the command a user types (``python -m monai.bundle run planning|training|evaluating``), run as a
 subprocess from a scratch folder outside the repository; planning uses a CPU-sized budget
 (``--memory_budget_mb 2048 --base_features 16``) and training stops at ``--time_limit_minutes`` (ignite's
-``TimeLimit``). Evaluation inverts the geometry stages (``Invertd``), so Dice and HD95 (mm) are on the test
-image's own grid. ``--overlay bundles/unet/ct_window.json`` lays a fixed HU window and intensity augmentation over
-the plan (train and evaluate). Prints one row per direction with the wall times; ``--json`` writes them too::
+``TimeLimit``); ``--plan_args`` passes more planning flags (e.g. the one-case fractions). Evaluation inverts the
+geometry stages (``Invertd``), so Dice and HD95 (mm) are on the test image's own grid.
+``--overlay bundles/unet/ct_window.json`` lays a fixed HU window and intensity augmentation over the plan (train and
+evaluate). Prints one row per direction with the wall times; ``--json`` writes them too::
 
     .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] [--json out.json]
 """
@@ -23,6 +24,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -42,17 +44,17 @@ DIRECTIONS = {
 
 
 def run_direction(
-    name: str, root: Path, minutes: float, epochs: int, iterations: int, extra: list[Path]
+    name: str, root: Path, minutes: float, epochs: int, iterations: int, extra: list[Path], plan_args: list[str]
 ) -> dict[str, object]:
-    """Plan, train and evaluate one direction in ``root``, with the overlays ``extra`` after the plan; returns the
-    row (times in s, Dice, IoU, HD95 in mm)."""
+    """Plan (with the extra planning flags ``plan_args``), train and evaluate one direction in ``root``, with the
+    overlays ``extra`` after the plan; returns the row (times in s, Dice, IoU, HD95 in mm)."""
     train_list, train_overlay, test_list, test_overlay, test_split = DIRECTIONS[name]
     root.mkdir(parents=True, exist_ok=True)
     plan = root / "plan.json"
     label_overlays = [train_overlay] if train_overlay else []
     plan_s = run_bundle_cli(
         "planning", [BUNDLE / "plan.json", *label_overlays], root, "--manifest", str(train_list),
-        "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16",
+        "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16", *plan_args,
     )  # fmt: skip
     train_s = run_bundle_cli(
         "training", [BUNDLE / "train.json", *label_overlays, plan, *extra], root, "--bundle_root", str(root),
@@ -70,6 +72,7 @@ def run_direction(
     return {
         "direction": name,
         "overlays": [p.name for p in extra],
+        "plan_args": plan_args,
         "target_spacing": plan_json["plan"]["target_spacing"],
         "output_patch": plan_json["output_patch_size"],
         "plan_s": round(plan_s, 1),
@@ -88,6 +91,8 @@ def main() -> None:
     parser.add_argument("--directions", nargs="+", default=list(DIRECTIONS), choices=list(DIRECTIONS))
     parser.add_argument("--overlay", type=Path, nargs="*", default=[], help="configs laid over the plan, e.g. "
                         "bundles/unet/ct_window.json (train and evaluate)")  # fmt: skip
+    parser.add_argument("--plan_args", default="", help="extra planning flags in one string, e.g. "
+                        "--plan_args='--max_patch_fraction 1 --max_context_fraction 1'")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -96,7 +101,13 @@ def main() -> None:
     rows = []
     for name in args.directions:
         row = run_direction(
-            name, work / name, args.minutes, args.epochs, args.iterations, [p.resolve() for p in args.overlay]
+            name,
+            work / name,
+            args.minutes,
+            args.epochs,
+            args.iterations,
+            [p.resolve() for p in args.overlay],
+            shlex.split(args.plan_args),
         )
         rows.append(row)
         print(json.dumps(row), flush=True)

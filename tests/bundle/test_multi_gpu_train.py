@@ -90,7 +90,7 @@ def test_torchrun_training_writes_once_on_rank_0_and_resumes(tmp_path: Path) -> 
     The first run sets ``--other_ranks_log_level INFO`` (rank > 0 logs only warnings by default), so rank 1's
     log has its engine lines: that it has no StatsHandler or "saved" line then shows those handlers are not
     attached there, rather than silenced. ``--time_limit_minutes 60`` exercises the rank-synchronised time
-    limit (an all-reduce per iteration) without stopping the run.
+    budget (rank 0's clock broadcast per iteration) without stopping the run.
     """
     logs = run_ddp_training(
         tmp_path, tmp_path / "logs1", "--epochs", "2", "--other_ranks_log_level", "INFO", "--time_limit_minutes", "60"
@@ -172,7 +172,7 @@ def test_overlay_overrides_existing_ids() -> None:
     overlay = ConfigParser.load_config_file(REPO / "bundles" / "unet" / "multi_gpu_train.json")
     added = {
         "rank", "every_rank_handlers", "handlers_of_this_rank", "other_ranks_log_level", "finalize",
-        "train::sampler", "train::dataloader::sampler", "train::time_limit",
+        "train::sampler", "train::dataloader::sampler",
         "validate::sampler", "validate::dataloader::sampler",
     }  # fmt: skip
     assert added <= set(overlay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -355,3 +356,17 @@ def test_cli_refuses_a_misspelt_override(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "--epoch names no config id" in proc.stdout + proc.stderr
     assert not (tmp_path / "models").exists()  # refused before any training
+
+
+@pytest.mark.integration
+def test_bundle_time_limit_anneals_per_iteration(tmp_path: Path) -> None:
+    """``--time_limit_minutes`` with ``--final_lr_fraction`` through the CLI: the training report's rate at each
+    epoch's first iteration is the cosine over the iterations (the time limit is far away)."""
+    epochs = ["--epochs", "3", "--iterations_per_epoch", "2", "--val_interval", "3"]
+    schedule = ["--time_limit_minutes", "30", "--final_lr_fraction", "0.1", "--learning_rate", "0.001"]
+    run_bundle("training", ["bundles/unet/train.json"], tmp_path, *TINY, *epochs, *schedule, cwd=tmp_path)
+    with open(tmp_path / "eval" / "training_metrics.csv", newline="") as f:
+        rates = [float(row["lr"]) for row in csv.DictReader(f)]
+    assert rates == pytest.approx(
+        [0.001 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / 6))) for i in (0, 2, 4)], rel=1e-3
+    )

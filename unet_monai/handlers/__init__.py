@@ -1,11 +1,12 @@
 """Engine handlers for MONAI's trainers and evaluators: atomic per-epoch checkpoints for resuming, the training
-report (metrics CSV, curves and overlay PNGs), the per-case report of an evaluation, and skip-and-report for
-batch runs (with :class:`~unet_monai.data.FailureTolerantDataset`)."""
+report (metrics CSV, curves and overlay PNGs), a wall-clock budget that anneals the learning rate, the per-case
+report of an evaluation, and skip-and-report for batch runs (with :class:`~unet_monai.data.FailureTolerantDataset`)."""
 
 from unet_monai.handlers.case_report import CaseMetricsReport, case_name
 from unet_monai.handlers.checkpoint import AtomicCheckpointSaver, EpochCheckpointSaver
 from unet_monai.handlers.error_report import ErrorReport
 from unet_monai.handlers.skip_failed import CaseFailureReport, SkipFailedIteration
+from unet_monai.handlers.time_budget import TimeBudget
 from unet_monai.handlers.training_report import TrainingReport
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "EpochCheckpointSaver",
     "ErrorReport",
     "SkipFailedIteration",
+    "TimeBudget",
     "TrainingReport",
     "case_name",
 ]

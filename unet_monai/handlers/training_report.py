@@ -102,9 +102,11 @@ class TrainingReport:
     def _epoch_started(self, engine: Engine) -> None:
         self._losses = []
         self._epoch_start = time.perf_counter()
-        self._lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else None
+        self._lr = None
 
     def _iteration(self, engine: Engine) -> None:
+        if self._lr is None and self.optimizer is not None:  # after the first iteration's rate was set (TimeBudget)
+            self._lr = self.optimizer.param_groups[0]["lr"]
         # the loss is the batch's, repeated in every decollated item: read it once
         for output in decollated_items(engine.state.output)[:1]:
             if isinstance(output, dict) and self.loss_key in output:
@@ -117,7 +119,7 @@ class TrainingReport:
             "loss": float(np.mean(self._losses)) if self._losses else float("nan"),
         }
         if self._lr is not None:
-            row["lr"] = self._lr  # the rate this epoch trained with
+            row["lr"] = self._lr  # the rate of the epoch's first iteration
         row.update(scalar_metrics(engine.state.metrics))
         validated = self.validator is not None and self.validator.state.epoch == engine.state.epoch
         if validated:
