@@ -12,12 +12,13 @@ manual label as the annotation (``write_sparse_datalist``: evenly spaced through
   (``2d 3 axes``, a stronger 2.5D ensemble);
 - **dense**: the 3D command on the dense label (the upper bound), once per volume.
 
-Every arm trains for the same wall-clock budget (``--minutes``, ignite's ``TimeLimit``; caching excluded) with the
-same constant learning rate. Dice and IoU are over the unannotated voxels of each k (the voxels set to the
-ignore value); the dense run is scored on the same voxels. Prints a JSON row per run and a Markdown table::
+Every arm trains for the same wall-clock budget (``--minutes``, ``TimeBudget``; caching excluded) with the same
+learning rate, annealed by a cosine over the budget to ``--final_lr_fraction`` of it (1: constant). Dice and IoU
+are over the unannotated voxels of each k (the voxels set to the ignore value); the dense run is scored on the same
+voxels. Prints a JSON row per run and a Markdown table::
 
     .venv/bin/python benchmarks/semi_automatic.py --minutes 3 [--volumes spleen sct_t2 sct_t1] [--ks 1 2 4] \
-        [--json out.json]
+        [--final_lr_fraction 0.02] [--json out.json]
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def scores(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[
             "iou": round(float(overlap / union), 4) if union else 1.0}  # fmt: skip
 
 
-def run_3d(datalist: Path, root: Path, minutes: float) -> tuple[np.ndarray, dict[str, float]]:
+def run_3d(datalist: Path, root: Path, minutes: float, final_lr: float) -> tuple[np.ndarray, dict[str, float]]:
     """Plan ``datalist``, then the bundle's ``run semi_automatic``; returns the dense label and the times (s)."""
     root.mkdir(parents=True, exist_ok=True)
     done = root / "times.json"  # a finished run (same --work folder): reused, not rerun
@@ -69,13 +70,16 @@ def run_3d(datalist: Path, root: Path, minutes: float) -> tuple[np.ndarray, dict
         "semi_automatic", [BUNDLE / "train.json", plan, BUNDLE / "semi_automatic.json"], root,
         "--manifest", str(datalist), "--bundle_root", str(root), "--epochs", "100000",
         "--iterations_per_epoch", str(ITERATIONS), "--time_limit_minutes", str(minutes),
+        "--final_lr_fraction", str(final_lr),
     )  # fmt: skip
     (written,) = sorted((root / "eval").glob("*_dense.nii*"))
     done.write_text(json.dumps(times))
     return np.asanyarray(nib.load(str(written)).dataobj), times
 
 
-def run_2d(sparse: Path, image_path: str, plan: Path, root: Path, minutes: float) -> tuple[list[np.ndarray], dict]:
+def run_2d(
+    sparse: Path, image_path: str, plan: Path, root: Path, minutes: float, final_lr: float
+) -> tuple[list[np.ndarray], dict]:
     """Train a 2D net on the annotated slices of ``sparse``, then segment the volume slice by slice along each axis;
     returns the labels along axis 0, 1 and 2 and the one of the three softmax maps averaged, and the times (s)."""
     from monai.bundle import ConfigParser
@@ -95,7 +99,8 @@ def run_2d(sparse: Path, image_path: str, plan: Path, root: Path, minutes: float
         "norm": "batch", "pool_sizes": None, "kernel_sizes": None, "output_patch_size": [96, 96],
         "val_output_patch_size": [256, 256], "batch_size": 4, "border_w0": 0.0, "border_class_weights": None,
         "pos_fraction": 0.33, "epochs": 100000, "iterations_per_epoch": ITERATIONS, "val_interval": 10**9,
-        "time_limit_minutes": minutes, "stages::intensity": planned["stages::intensity"],
+        "time_limit_minutes": minutes, "final_lr_fraction": final_lr,
+        "stages::intensity": planned["stages::intensity"],
         "validate::dataset::data": "$unet_monai.io.load_manifest(@manifest, 'training')[:1]",  # never run
     })  # fmt: skip
     parser.parse()
@@ -133,6 +138,8 @@ def main() -> None:
     parser.add_argument("--volumes", nargs="+", default=list(VOLUMES), choices=list(VOLUMES))
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--arms", nargs="+", default=["dense", "3d", "2d"], choices=["dense", "3d", "2d"])
+    parser.add_argument("--final_lr_fraction", type=float, default=0.02, help="learning rate at the end of the "
+                        "budget, as a fraction of the start (cosine; 1: constant)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -158,7 +165,7 @@ def main() -> None:
             masks[k] = np.asanyarray(nib.load(sparse_item["label"]).dataobj) == 255
             annotated = round(float(1 - masks[k].mean()), 4)
             if "3d" in args.arms:
-                prediction, times = run_3d(sparse, work / volume / f"k{k}" / "3d", args.minutes)
+                prediction, times = run_3d(sparse, work / volume / f"k{k}" / "3d", args.minutes, args.final_lr_fraction)
                 report({"volume": volume, "k": k, "net": "3d", "annotated": annotated, **times,
                         **scores(prediction, truth, masks[k])})  # fmt: skip
             if "2d" in args.arms:
@@ -166,12 +173,14 @@ def main() -> None:
                 if not plan.exists():
                     run_bundle_cli("planning", [BUNDLE / "plan.json"], sparse.parent, "--manifest", str(sparse),
                            "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16")  # fmt: skip
-                labels, times = run_2d(sparse, item["image"], plan, work / volume / f"k{k}" / "2d", args.minutes)
+                labels, times = run_2d(
+                    sparse, item["image"], plan, work / volume / f"k{k}" / "2d", args.minutes, args.final_lr_fraction
+                )
                 for net, prediction in zip(TWO_D, labels):
                     report({"volume": volume, "k": k, "net": net, "annotated": annotated, **times,
                             **scores(prediction, truth, masks[k])})  # fmt: skip
         if "dense" in args.arms:
-            prediction, times = run_3d(manifest, work / volume / "dense", args.minutes)
+            prediction, times = run_3d(manifest, work / volume / "dense", args.minutes, args.final_lr_fraction)
             for k, mask in masks.items():
                 report({"volume": volume, "k": k, "net": "3d dense", "annotated": 1.0, **times,
                         **scores(prediction, truth, mask)})  # fmt: skip
