@@ -63,6 +63,7 @@ def test_overlays_only_set_ids_their_base_has() -> None:
         ("memory_mapped.json", "inference.json", set()),
         ("train_3d.json", "train.json", set()),
         ("sgd.json", "train.json", {"momentum"}),
+        ("small_fov.json", "train.json", {"fov_size_mm"}),
     ):
         parser = raw(BUNDLE / base)
         for key in ConfigParser.load_config_file(BUNDLE / overlay):

@@ -2,7 +2,8 @@
 watershed lines that separate the cells of a membrane map (evaluation post-processing); for clinical CT and MR,
 normalisation by modality per channel (:class:`NormalizeByModalityd`, with :func:`foreground_intensity_stats` for
 the data-set statistics) and foreground-aware patch centres (:class:`ForegroundLocationsd` +
-``RandElasticGridd(label_key=..., pos_fraction=...)``); and checks of loaded data whose errors name the file:
+``RandElasticGridd(label_key=..., pos_fraction=...)``), and small mirrored fields of view in training
+(:class:`RandFieldOfViewd`, for scans cropped around an organ); and checks of loaded data whose errors name the file:
 :class:`CheckImaged` (NaN, dimensionality, channels, one grid) and :class:`CheckPaird` (a label of 1 channel on its
 image's grid within 1e-4 mm, with allowed values only).
 
@@ -30,6 +31,7 @@ from unet_monai.transforms.dictionary import (
     RandElasticGridd,
 )
 from unet_monai.transforms.elastic import RandElasticGrid, cubic_upsample_matrix, dense_displacement
+from unet_monai.transforms.field_of_view import RandFieldOfViewd
 from unet_monai.transforms.ignore import MaskIgnoredd
 from unet_monai.transforms.intensity import SCHEMES, NormalizeByModality, ct_scheme, foreground_intensity_stats
 from unet_monai.transforms.pad import MirrorPadd
@@ -40,6 +42,7 @@ from unet_monai.transforms.weight_map import BorderWeightMap, border_weight_map
 __all__ = [
     "MaskIgnoredd",
     "MirrorPadd",
+    "RandFieldOfViewd",
     "RandElasticGrid",
     "RandElasticGridd",
     "BorderWeightMap",
