@@ -27,17 +27,10 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 
-from unet_monai.transforms.pad import MirrorPadd
+from unet_monai.transforms.pad import MirrorPadd, per_axis
 from unet_monai.transforms.sampling import VoxelLocations, voxel_locations
 
 __all__ = ["RandFieldOfViewd"]
-
-
-def _per_axis(value: int | Sequence[int], dims: int, name: str) -> list[int]:
-    values = [int(value)] * dims if isinstance(value, (int, np.integer)) else [int(v) for v in value]
-    if len(values) != dims:
-        raise ValueError(f"{name} must be one value or one per spatial axis ({dims}), got {value}.")
-    return values
 
 
 class RandFieldOfViewd(RandomizableTransform, MapTransform):
@@ -116,9 +109,9 @@ class RandFieldOfViewd(RandomizableTransform, MapTransform):
             return d
         spatial = [int(s) for s in d[first].shape[1:]]
         dims = len(spatial)
-        border = _per_axis(self.spatial_border, dims, "spatial_border")
-        low = _per_axis(self.min_size, dims, "min_size")
-        high = _per_axis(self.max_size, dims, "max_size")
+        border = per_axis(self.spatial_border, dims, "spatial_border")
+        low = per_axis(self.min_size, dims, "min_size")
+        high = per_axis(self.max_size, dims, "max_size")
         if any(lo < 1 or hi < lo for lo, hi in zip(low, high)):
             raise ValueError(f"need 1 <= min_size <= max_size per axis, got min_size {low}, max_size {high}.")
         inner = [(b, s - b) for b, s in zip(border, spatial)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -18,7 +19,15 @@ from monai.transforms import MapTransform
 
 from unet_monai.inferers.tiling import mirror_pad
 
-__all__ = ["MirrorPadd"]
+__all__ = ["MirrorPadd", "per_axis"]
+
+
+def per_axis(value: int | Sequence[int], dims: int, name: str) -> list[int]:
+    """One int for every spatial axis, or one per axis, as a list of ``dims`` ints (>= 0); ``name`` is for errors."""
+    values = [int(value)] * dims if isinstance(value, (int, np.integer)) else [int(v) for v in value]
+    if len(values) != dims or any(v < 0 for v in values):
+        raise ValueError(f"{name} must be >= 0, one value or one per spatial axis ({dims}), got {value}.")
+    return values
 
 
 class MirrorPadd(MapTransform):
@@ -52,10 +61,7 @@ class MirrorPadd(MapTransform):
         for key in self.key_iterator(d):
             array = d[key]
             dims = array.dim() - 1
-            border = self.spatial_border
-            pads = [int(border)] * dims if isinstance(border, int) else [int(b) for b in border]
-            if len(pads) != dims or any(p < 0 for p in pads):
-                raise ValueError(f"spatial_border must be >= 0, one value or one per axis ({dims}), got {border}.")
+            pads = per_axis(self.spatial_border, dims, "spatial_border")
             widths = [(p, p) for p in pads]
             if self.min_spatial_size is not None:
                 if len(self.min_spatial_size) != dims:
