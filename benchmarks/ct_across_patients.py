@@ -13,9 +13,12 @@ subprocess from a scratch folder outside the repository; planning uses a CPU-siz
 ``TimeLimit``); ``--plan_args`` passes more planning flags (e.g. the one-case fractions). Evaluation inverts the
 geometry stages (``Invertd``), so Dice and HD95 (mm) are on the test image's own grid.
 ``--overlay bundles/unet/ct_window.json`` lays a fixed HU window and intensity augmentation over the plan (train and
-evaluate). Prints one row per direction with the wall times; ``--json`` writes them too::
+evaluate); ``--train_overlay bundles/unet/small_fov.json`` adds training-only overlays (small fields of view).
+Evaluation runs twice, without and with ``--keep_largest_component True``. Prints one row per direction with the
+wall times; ``--json`` writes them too::
 
-    .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] [--json out.json]
+    .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] \\
+        [--overlay bundles/unet/ct_window.json] [--train_overlay bundles/unet/small_fov.json] [--json out.json]
 """
 
 from __future__ import annotations
@@ -44,10 +47,18 @@ DIRECTIONS = {
 
 
 def run_direction(
-    name: str, root: Path, minutes: float, epochs: int, iterations: int, extra: list[Path], plan_args: list[str]
+    name: str,
+    root: Path,
+    minutes: float,
+    epochs: int,
+    iterations: int,
+    extra: list[Path],
+    train_extra: list[Path],
+    plan_args: list[str],
 ) -> dict[str, object]:
     """Plan (with the extra planning flags ``plan_args``), train and evaluate one direction in ``root``, with the
-    overlays ``extra`` after the plan; returns the row (times in s, Dice, IoU, HD95 in mm)."""
+    overlays ``extra`` after the plan (and ``train_extra`` in training only); evaluates with and without the largest
+    connected component; returns the row (times in s, Dice, IoU, HD95 in mm)."""
     train_list, train_overlay, test_list, test_overlay, test_split = DIRECTIONS[name]
     root.mkdir(parents=True, exist_ok=True)
     plan = root / "plan.json"
@@ -56,22 +67,32 @@ def run_direction(
         "planning", [BUNDLE / "plan.json", *label_overlays], root, "--manifest", str(train_list),
         "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16", *plan_args,
     )  # fmt: skip
+    train_configs = [BUNDLE / "train.json", *label_overlays, plan, *extra, *train_extra]
     train_s = run_bundle_cli(
-        "training", [BUNDLE / "train.json", *label_overlays, plan, *extra], root, "--bundle_root", str(root),
+        "training", train_configs, root, "--bundle_root", str(root),
         "--epochs", str(epochs), "--iterations_per_epoch", str(iterations), "--val_interval", str(min(5, epochs)),
         "--time_limit_minutes", str(minutes),
     )  # fmt: skip
     test_overlays = [test_overlay] if test_overlay else []
-    eval_s = run_bundle_cli(
-        "evaluating", [BUNDLE / "inference.json", BUNDLE / "evaluate.json", plan, *extra, *test_overlays], root,
-        "--bundle_root", str(root), "--manifest", str(test_list), "--split", test_split,
-    )  # fmt: skip
-    with open(root / "eval" / "evaluation_per_case.csv") as f:
-        row = next(csv.DictReader(f))
+    scores: dict[str, float] = {}
+    eval_s = 0.0
+    for largest in (False, True):
+        eval_s = run_bundle_cli(
+            "evaluating", [BUNDLE / "inference.json", BUNDLE / "evaluate.json", plan, *extra, *test_overlays], root,
+            "--bundle_root", str(root), "--manifest", str(test_list), "--split", test_split,
+            "--keep_largest_component", str(largest),
+        )  # fmt: skip
+        with open(root / "eval" / "evaluation_per_case.csv") as f:
+            row = next(csv.DictReader(f))
+        suffix = "_largest_component" if largest else ""
+        scores.update(
+            {k + suffix: round(float(v), 4) for k, v in row.items() if k.split("_")[0] in ("dice", "iou", "hd95")}
+        )
     plan_json = json.loads(plan.read_text())
     return {
         "direction": name,
         "overlays": [p.name for p in extra],
+        "train_overlays": [p.name for p in train_extra],
         "plan_args": plan_args,
         "target_spacing": plan_json["plan"]["target_spacing"],
         "output_patch": plan_json["output_patch_size"],
@@ -79,7 +100,7 @@ def run_direction(
         "train_s": round(train_s, 1),
         "evaluate_s": round(eval_s, 1),
         "total_s": round(plan_s + train_s + eval_s, 1),
-        "scores": {k: round(float(v), 4) for k, v in row.items() if k.split("_")[0] in ("dice", "iou", "hd95")},
+        "scores": scores,
     }
 
 
@@ -91,6 +112,8 @@ def main() -> None:
     parser.add_argument("--directions", nargs="+", default=list(DIRECTIONS), choices=list(DIRECTIONS))
     parser.add_argument("--overlay", type=Path, nargs="*", default=[], help="configs laid over the plan, e.g. "
                         "bundles/unet/ct_window.json (train and evaluate)")  # fmt: skip
+    parser.add_argument("--train_overlay", type=Path, nargs="*", default=[], help="configs laid over the plan in "
+                        "training only, e.g. bundles/unet/small_fov.json")  # fmt: skip
     parser.add_argument("--plan_args", default="", help="extra planning flags in one string, e.g. "
                         "--plan_args='--max_patch_fraction 1 --max_context_fraction 1'")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
@@ -107,6 +130,7 @@ def main() -> None:
             args.epochs,
             args.iterations,
             [p.resolve() for p in args.overlay],
+            [p.resolve() for p in args.train_overlay],
             shlex.split(args.plan_args),
         )
         rows.append(row)
