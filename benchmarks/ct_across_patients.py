@@ -55,6 +55,7 @@ def run_direction(
     extra: list[Path],
     train_extra: list[Path],
     plan_args: list[str],
+    seed: int = 0,
 ) -> dict[str, object]:
     """Plan (with the extra planning flags ``plan_args``), train and evaluate one direction in ``root``, with the
     overlays ``extra`` after the plan (and ``train_extra`` in training only); evaluates with and without the largest
@@ -71,7 +72,7 @@ def run_direction(
     train_s = run_bundle_cli(
         "training", train_configs, root, "--bundle_root", str(root),
         "--epochs", str(epochs), "--iterations_per_epoch", str(iterations), "--val_interval", str(min(5, epochs)),
-        "--time_limit_minutes", str(minutes),
+        "--time_limit_minutes", str(minutes), "--seed", str(seed),
     )  # fmt: skip
     test_overlays = [test_overlay] if test_overlay else []
     scores: dict[str, float] = {}
@@ -94,6 +95,7 @@ def run_direction(
         "overlays": [p.name for p in extra],
         "train_overlays": [p.name for p in train_extra],
         "plan_args": plan_args,
+        "seed": seed,
         "target_spacing": plan_json["plan"]["target_spacing"],
         "output_patch": plan_json["output_patch_size"],
         "plan_s": round(plan_s, 1),
@@ -116,6 +118,7 @@ def main() -> None:
                         "training only, e.g. bundles/unet/small_fov.json")  # fmt: skip
     parser.add_argument("--plan_args", default="", help="extra planning flags in one string, e.g. "
                         "--plan_args='--max_patch_fraction 1 --max_context_fraction 1'")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="training seed (runs are deterministic per seed)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -132,6 +135,7 @@ def main() -> None:
             [p.resolve() for p in args.overlay],
             [p.resolve() for p in args.train_overlay],
             shlex.split(args.plan_args),
+            args.seed,
         )
         rows.append(row)
         print(json.dumps(row), flush=True)
