@@ -14,7 +14,8 @@ subprocess from a scratch folder outside the repository; planning uses a CPU-siz
 geometry stages (``Invertd``), so Dice and HD95 (mm) are on the test image's own grid.
 ``--overlay bundles/unet/ct_window.json`` lays a fixed HU window and intensity augmentation over the plan (train and
 evaluate); ``--train_overlay bundles/unet/small_fov.json`` adds training-only overlays (small fields of view).
-Evaluation runs twice, without and with ``--keep_largest_component True``. Prints one row per direction with the
+Evaluation runs four times: the best-validation checkpoint (``model.pt``) and the last one (``last.pt``, keys
+``*_last``), each without and with ``--keep_largest_component True``. Prints one row per direction with the
 wall times; ``--json`` writes them too::
 
     .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] \\
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import shlex
@@ -77,15 +79,16 @@ def run_direction(
     test_overlays = [test_overlay] if test_overlay else []
     scores: dict[str, float] = {}
     eval_s = 0.0
-    for largest in (False, True):
+    # model.pt: the best validation Dice on the training patient; last.pt: the end of training
+    for checkpoint, largest in itertools.product(("model", "last"), (False, True)):
         eval_s = run_bundle_cli(
             "evaluating", [BUNDLE / "inference.json", BUNDLE / "evaluate.json", plan, *extra, *test_overlays], root,
             "--bundle_root", str(root), "--manifest", str(test_list), "--split", test_split,
-            "--keep_largest_component", str(largest),
+            "--ckpt_path", str(root / "models" / f"{checkpoint}.pt"), "--keep_largest_component", str(largest),
         )  # fmt: skip
         with open(root / "eval" / "evaluation_per_case.csv") as f:
             row = next(csv.DictReader(f))
-        suffix = "_largest_component" if largest else ""
+        suffix = ("_last" if checkpoint == "last" else "") + ("_largest_component" if largest else "")
         scores.update(
             {k + suffix: round(float(v), 4) for k, v in row.items() if k.split("_")[0] in ("dice", "iou", "hd95")}
         )
