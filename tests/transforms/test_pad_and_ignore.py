@@ -21,6 +21,8 @@ def test_mirror_pad_equals_monai_where_monai_works_and_numpy_beyond() -> None:
     np.testing.assert_array_equal(wide.numpy(), expected)
     with pytest.raises(ValueError, match="spatial_border"):
         MirrorPadd("x", spatial_border=(1, 2))({"x": x})
+    with pytest.raises(ValueError, match=r"spatial_border must be >= 0.*got -1"):
+        MirrorPadd("x", spatial_border=-1)({"x": x})
 
 
 def test_mirror_pad_grows_an_axis_shorter_than_the_patch_evenly_on_both_sides() -> None:

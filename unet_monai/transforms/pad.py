@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
+from monai.utils import ensure_tuple_rep
 
 from unet_monai.inferers.tiling import mirror_pad
 
@@ -24,7 +24,10 @@ __all__ = ["MirrorPadd", "per_axis"]
 
 def per_axis(value: int | Sequence[int], dims: int, name: str) -> list[int]:
     """One int for every spatial axis, or one per axis, as a list of ``dims`` ints (>= 0); ``name`` is for errors."""
-    values = [int(value)] * dims if isinstance(value, (int, np.integer)) else [int(v) for v in value]
+    try:
+        values = [int(v) for v in ensure_tuple_rep(value, dims)]
+    except ValueError:
+        values = []  # a sequence of the wrong length: reported below with the argument's name
     if len(values) != dims or any(v < 0 for v in values):
         raise ValueError(f"{name} must be >= 0, one value or one per spatial axis ({dims}), got {value}.")
     return values
