@@ -18,7 +18,7 @@ are over the unannotated voxels of each k (the voxels set to the ignore value); 
 voxels. Prints a JSON row per run and a Markdown table::
 
     .venv/bin/python benchmarks/semi_automatic.py --minutes 3 [--volumes spleen sct_t2 sct_t1] [--ks 1 2 4] \
-        [--final_lr_fraction 0.02] [--json out.json]
+        [--final_lr_fraction 0.02] [--seed 0] [--json out.json]
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def scores(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[
             "iou": round(float(overlap / union), 4) if union else 1.0}  # fmt: skip
 
 
-def run_3d(datalist: Path, root: Path, minutes: float, final_lr: float) -> tuple[np.ndarray, dict[str, float]]:
+def run_3d(
+    datalist: Path, root: Path, minutes: float, final_lr: float, seed: int = 0
+) -> tuple[np.ndarray, dict[str, float]]:
     """Plan ``datalist``, then the bundle's ``run semi_automatic``; returns the dense label and the times (s)."""
     root.mkdir(parents=True, exist_ok=True)
     done = root / "times.json"  # a finished run (same --work folder): reused, not rerun
@@ -70,7 +72,7 @@ def run_3d(datalist: Path, root: Path, minutes: float, final_lr: float) -> tuple
         "semi_automatic", [BUNDLE / "train.json", plan, BUNDLE / "semi_automatic.json"], root,
         "--manifest", str(datalist), "--bundle_root", str(root), "--epochs", "100000",
         "--iterations_per_epoch", str(ITERATIONS), "--time_limit_minutes", str(minutes),
-        "--final_lr_fraction", str(final_lr),
+        "--final_lr_fraction", str(final_lr), "--seed", str(seed),
     )  # fmt: skip
     (written,) = sorted((root / "eval").glob("*_dense.nii*"))
     done.write_text(json.dumps(times))
@@ -78,7 +80,7 @@ def run_3d(datalist: Path, root: Path, minutes: float, final_lr: float) -> tuple
 
 
 def run_2d(
-    sparse: Path, image_path: str, plan: Path, root: Path, minutes: float, final_lr: float
+    sparse: Path, image_path: str, plan: Path, root: Path, minutes: float, final_lr: float, seed: int = 0
 ) -> tuple[list[np.ndarray], dict]:
     """Train a 2D net on the annotated slices of ``sparse``, then segment the volume slice by slice along each axis;
     returns the labels along axis 0, 1 and 2 and the one of the three softmax maps averaged, and the times (s)."""
@@ -99,7 +101,7 @@ def run_2d(
         "norm": "batch", "pool_sizes": None, "kernel_sizes": None, "output_patch_size": [96, 96],
         "val_output_patch_size": [256, 256], "batch_size": 4, "border_w0": 0.0, "border_class_weights": None,
         "pos_fraction": 0.33, "epochs": 100000, "iterations_per_epoch": ITERATIONS, "val_interval": 10**9,
-        "time_limit_minutes": minutes, "final_lr_fraction": final_lr,
+        "time_limit_minutes": minutes, "final_lr_fraction": final_lr, "seed": seed,
         "stages::intensity": planned["stages::intensity"],
         "validate::dataset::data": "$unet_monai.io.load_manifest(@manifest, 'training')[:1]",  # never run
     })  # fmt: skip
@@ -140,6 +142,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["dense", "3d", "2d"], choices=["dense", "3d", "2d"])
     parser.add_argument("--final_lr_fraction", type=float, default=0.02, help="learning rate at the end of the "
                         "budget, as a fraction of the start (cosine; 1: constant)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every run (deterministic per seed)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -165,8 +168,10 @@ def main() -> None:
             masks[k] = np.asanyarray(nib.load(sparse_item["label"]).dataobj) == 255
             annotated = round(float(1 - masks[k].mean()), 4)
             if "3d" in args.arms:
-                prediction, times = run_3d(sparse, work / volume / f"k{k}" / "3d", args.minutes, args.final_lr_fraction)
-                report({"volume": volume, "k": k, "net": "3d", "annotated": annotated, **times,
+                prediction, times = run_3d(
+                    sparse, work / volume / f"k{k}" / "3d", args.minutes, args.final_lr_fraction, args.seed
+                )
+                report({"volume": volume, "k": k, "net": "3d", "seed": args.seed, "annotated": annotated, **times,
                         **scores(prediction, truth, masks[k])})  # fmt: skip
             if "2d" in args.arms:
                 plan = work / volume / f"k{k}" / "3d" / "plan.json"
@@ -174,15 +179,23 @@ def main() -> None:
                     run_bundle_cli("planning", [BUNDLE / "plan.json"], sparse.parent, "--manifest", str(sparse),
                            "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16")  # fmt: skip
                 labels, times = run_2d(
-                    sparse, item["image"], plan, work / volume / f"k{k}" / "2d", args.minutes, args.final_lr_fraction
+                    sparse,
+                    item["image"],
+                    plan,
+                    work / volume / f"k{k}" / "2d",
+                    args.minutes,
+                    args.final_lr_fraction,
+                    args.seed,
                 )
                 for net, prediction in zip(TWO_D, labels):
-                    report({"volume": volume, "k": k, "net": net, "annotated": annotated, **times,
+                    report({"volume": volume, "k": k, "net": net, "seed": args.seed, "annotated": annotated, **times,
                             **scores(prediction, truth, masks[k])})  # fmt: skip
         if "dense" in args.arms:
-            prediction, times = run_3d(manifest, work / volume / "dense", args.minutes, args.final_lr_fraction)
+            prediction, times = run_3d(
+                manifest, work / volume / "dense", args.minutes, args.final_lr_fraction, args.seed
+            )
             for k, mask in masks.items():
-                report({"volume": volume, "k": k, "net": "3d dense", "annotated": 1.0, **times,
+                report({"volume": volume, "k": k, "net": "3d dense", "seed": args.seed, "annotated": 1.0, **times,
                         **scores(prediction, truth, mask)})  # fmt: skip
 
     nets = [*TWO_D, "3d", "3d dense"]
