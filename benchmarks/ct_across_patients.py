@@ -9,8 +9,9 @@ Two directions, each plan -> train -> evaluate on the other patient's native gri
 
 Every step is the command a user types (``python -m monai.bundle run planning|training|evaluating``), run as a
 subprocess from a scratch folder outside the repository; planning uses a CPU-sized budget
-(``--memory_budget_mb 2048 --base_features 16``) and training stops at ``--time_limit_minutes`` (ignite's
-``TimeLimit``); ``--plan_args`` passes more planning flags (e.g. the one-case fractions). Evaluation inverts the
+(``--memory_budget_mb 2048 --base_features 16``) and training stops at ``--time_limit_minutes`` (``TimeBudget``; with
+``--final_lr_fraction`` below 1 the learning rate follows a cosine to that fraction over the epochs or the budget,
+whichever ends first); ``--plan_args`` passes more planning flags (e.g. the one-case fractions). Evaluation inverts the
 geometry stages (``Invertd``), so Dice and HD95 (mm) are on the test image's own grid.
 ``--overlay bundles/unet/ct_window.json`` lays a fixed HU window and intensity augmentation over the plan (train and
 evaluate); ``--train_overlay bundles/unet/small_fov.json`` adds training-only overlays (small fields of view).
@@ -19,7 +20,8 @@ Evaluation runs four times: the best-validation checkpoint (``model.pt``) and th
 wall times; ``--json`` writes them too::
 
     .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] \\
-        [--overlay bundles/unet/ct_window.json] [--train_overlay bundles/unet/small_fov.json] [--json out.json]
+        [--overlay bundles/unet/ct_window.json] [--train_overlay bundles/unet/small_fov.json] [--seed 0] \\
+        [--final_lr_fraction 0.02] [--json out.json]
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def run_direction(
     train_extra: list[Path],
     plan_args: list[str],
     seed: int = 0,
+    final_lr_fraction: float = 1.0,
 ) -> dict[str, object]:
     """Plan (with the extra planning flags ``plan_args``), train and evaluate one direction in ``root``, with the
     overlays ``extra`` after the plan (and ``train_extra`` in training only); evaluates four times (model.pt and
@@ -75,7 +78,7 @@ def run_direction(
     train_s = run_bundle_cli(
         "training", train_configs, root, "--bundle_root", str(root),
         "--epochs", str(epochs), "--iterations_per_epoch", str(iterations), "--val_interval", str(min(5, epochs)),
-        "--time_limit_minutes", str(minutes), "--seed", str(seed),
+        "--time_limit_minutes", str(minutes), "--seed", str(seed), "--final_lr_fraction", str(final_lr_fraction),
     )  # fmt: skip
     test_overlays = [test_overlay] if test_overlay else []
     scores: dict[str, float] = {}
@@ -100,6 +103,7 @@ def run_direction(
         "train_overlays": [p.name for p in train_extra],
         "plan_args": plan_args,
         "seed": seed,
+        "final_lr_fraction": final_lr_fraction,
         "target_spacing": plan_json["plan"]["target_spacing"],
         "output_patch": plan_json["output_patch_size"],
         "plan_s": round(plan_s, 1),
@@ -123,6 +127,8 @@ def main() -> None:
     parser.add_argument("--plan_args", default="", help="extra planning flags in one string, e.g. "
                         "--plan_args='--max_patch_fraction 1 --max_context_fraction 1'")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="training seed (runs are deterministic per seed)")
+    parser.add_argument("--final_lr_fraction", type=float, default=1.0, help="learning rate at the end of training, "
+                        "as a fraction of the start (cosine over the epochs or time limit; 1: constant)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -140,6 +146,7 @@ def main() -> None:
             [p.resolve() for p in args.train_overlay],
             shlex.split(args.plan_args),
             args.seed,
+            args.final_lr_fraction,
         )
         rows.append(row)
         print(json.dumps(row), flush=True)
