@@ -106,7 +106,7 @@ def frames_of(ds: Any, path: str) -> list[Frame]:
     """The frames of one file with their geometry; a ValueError naming the file and the variant otherwise."""
     from unet_monai.io.dicom import _check_header, _number, _numbers, _text
 
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    samples = int(_number(ds, "SamplesPerPixel", 1.0, path) or 1)
     if samples != 1:
         raise ValueError(
             f"{path}: SamplesPerPixel must be 1 (a grey-level image), got {samples} "
