@@ -25,13 +25,16 @@ def dicom_slice(
     description: str = "robustness CT",
     **tags: object,
 ) -> Path:
-    """Write one axial CT slice ``pixels`` ``(rows, columns)`` at z = ``index * spacing``, uncompressed."""
+    """Write one axial CT slice ``pixels`` ``(rows, columns)`` at z = ``index * spacing``, uncompressed.
+
+    The instance UID derives from ``series_uid`` and ``index``, so equal arguments write equal bytes.
+    """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(index)])
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -67,15 +70,24 @@ def phi() -> dict[str, str]:
 
 @pytest.fixture
 def dicom_series() -> Callable[..., list[Path]]:
-    """Write ``slices`` slices of ``rows x columns`` into ``folder`` as one series (fake PHI included)."""
+    """Write ``slices`` slices of ``rows x columns`` into ``folder`` as one series (fake PHI included).
+
+    UIDs derive from the call's number within the test and ``seed``: every run of a test writes the same bytes
+    (the fuzz tests' damage is then repeatable), and two calls in one test write two distinct series.
+    """
+    from itertools import count
+
     from pydicom.uid import generate_uid
+
+    calls = count()
 
     def write(
         folder: Path, slices: int = 4, rows: int = 12, columns: int = 10, seed: int = 0, **kwargs: object
     ) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(seed)
-        uids = generate_uid(), generate_uid(), generate_uid()
+        call = next(calls)
+        uids = tuple(generate_uid(entropy_srcs=[kind, str(call), str(seed)]) for kind in ("study", "series", "frame"))
         return [
             dicom_slice(
                 folder / f"{uids[0][-8:]}_{i:03d}.dcm", i, *uids, rng.integers(0, 2000, (rows, columns)), **kwargs
