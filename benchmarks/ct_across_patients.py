@@ -15,13 +15,14 @@ whichever ends first); ``--plan_args`` passes more planning flags (e.g. the one-
 geometry stages (``Invertd``), so Dice and HD95 (mm) are on the test image's own grid.
 ``--overlay bundles/unet/ct_window.json`` lays a fixed HU window and intensity augmentation over the plan (train and
 evaluate); ``--train_overlay bundles/unet/small_fov.json`` adds training-only overlays (small fields of view).
-Evaluation runs four times: the best-validation checkpoint (``model.pt``) and the last one (``last.pt``, keys
-``*_last``), each without and with ``--keep_largest_component True``. Prints one row per direction with the
+Evaluation runs for the best-validation checkpoint (``model.pt``), the last one (``last.pt``, keys ``*_last``) and,
+with ``--ema_momentum``, the weight average (``model_ema.pt``, keys ``*_ema``), each without and with
+``--keep_largest_component True``. Prints one row per direction with the
 wall times; ``--json`` writes them too::
 
     .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] \\
         [--overlay bundles/unet/ct_window.json] [--train_overlay bundles/unet/small_fov.json] [--seed 0] \\
-        [--final_lr_fraction 0.02] [--json out.json]
+        [--final_lr_fraction 0.02] [--ema_momentum 0.002] [--json out.json]
 """
 
 from __future__ import annotations
@@ -61,11 +62,12 @@ def run_direction(
     plan_args: list[str],
     seed: int = 0,
     final_lr_fraction: float = 1.0,
+    ema_momentum: float | None = None,
 ) -> dict[str, object]:
     """Plan (with the extra planning flags ``plan_args``), train and evaluate one direction in ``root``, with the
-    overlays ``extra`` after the plan (and ``train_extra`` in training only); evaluates four times (model.pt and
-    last.pt, each with and without the largest connected component); returns the row (times in s, ``evaluate_s``
-    the four evaluations together; Dice, IoU, HD95 in mm)."""
+    overlays ``extra`` after the plan (and ``train_extra`` in training only); evaluates model.pt, last.pt and, with
+    ``ema_momentum``, the weight average model_ema.pt, each with and without the largest connected component; returns
+    the row (times in s, ``evaluate_s`` all evaluations together; Dice, IoU, HD95 in mm)."""
     train_list, train_overlay, test_list, test_overlay, test_split = DIRECTIONS[name]
     root.mkdir(parents=True, exist_ok=True)
     plan = root / "plan.json"
@@ -79,12 +81,15 @@ def run_direction(
         "training", train_configs, root, "--bundle_root", str(root),
         "--epochs", str(epochs), "--iterations_per_epoch", str(iterations), "--val_interval", str(min(5, epochs)),
         "--time_limit_minutes", str(minutes), "--seed", str(seed), "--final_lr_fraction", str(final_lr_fraction),
+        *(["--ema_momentum", str(ema_momentum)] if ema_momentum else []),
     )  # fmt: skip
     test_overlays = [test_overlay] if test_overlay else []
     scores: dict[str, float] = {}
     eval_s = 0.0
-    # model.pt: the best validation Dice on the training patient; last.pt: the end of training
-    for checkpoint, largest in itertools.product(("model", "last"), (False, True)):
+    # model.pt: the best validation Dice on the training patient; last.pt: the end of training; model_ema.pt: the
+    # weights averaged over about the last 1 / ema_momentum iterations
+    checkpoints = ("model", "last", "model_ema") if ema_momentum else ("model", "last")
+    for checkpoint, largest in itertools.product(checkpoints, (False, True)):
         eval_s += run_bundle_cli(
             "evaluating", [BUNDLE / "inference.json", BUNDLE / "evaluate.json", plan, *extra, *test_overlays], root,
             "--bundle_root", str(root), "--manifest", str(test_list), "--split", test_split,
@@ -92,7 +97,9 @@ def run_direction(
         )  # fmt: skip
         with open(root / "eval" / "evaluation_per_case.csv") as f:
             row = next(csv.DictReader(f))
-        suffix = ("_last" if checkpoint == "last" else "") + ("_largest_component" if largest else "")
+        suffix = {"model": "", "last": "_last", "model_ema": "_ema"}[checkpoint] + (
+            "_largest_component" if largest else ""
+        )
         scores.update(
             {k + suffix: round(float(v), 4) for k, v in row.items() if k.split("_")[0] in ("dice", "iou", "hd95")}
         )
@@ -104,6 +111,7 @@ def run_direction(
         "plan_args": plan_args,
         "seed": seed,
         "final_lr_fraction": final_lr_fraction,
+        "ema_momentum": ema_momentum,
         "target_spacing": plan_json["plan"]["target_spacing"],
         "output_patch": plan_json["output_patch_size"],
         "plan_s": round(plan_s, 1),
@@ -129,6 +137,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (runs are deterministic per seed)")
     parser.add_argument("--final_lr_fraction", type=float, default=1.0, help="learning rate at the end of training, "
                         "as a fraction of the start (cosine over the epochs or time limit; 1: constant)")  # fmt: skip
+    parser.add_argument("--ema_momentum", type=float, default=None, help="average the weights over about the last "
+                        "1 / EMA_MOMENTUM iterations; evaluates model_ema.pt too (keys *_ema)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -147,6 +157,7 @@ def main() -> None:
             shlex.split(args.plan_args),
             args.seed,
             args.final_lr_fraction,
+            args.ema_momentum,
         )
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -370,3 +370,18 @@ def test_bundle_time_limit_anneals_per_iteration(tmp_path: Path) -> None:
     assert rates == pytest.approx(
         [0.001 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / 6))) for i in (0, 2, 4)], rel=1e-3
     )
+
+
+@pytest.mark.integration
+def test_weight_average_checkpoint_is_written_and_segments(tmp_path: Path) -> None:
+    """``--ema_momentum``: training also writes ``models/model_ema.pt`` (the averaged weights, not the last ones),
+    and inference takes it as ``--ckpt_path``."""
+    epochs = ["--epochs", "2", "--iterations_per_epoch", "2", "--val_interval", "2"]
+    run_bundle("training", ["bundles/unet/train.json"], tmp_path, *TINY, *epochs, "--ema_momentum", "0.1")
+    average = torch.load(tmp_path / "models" / "model_ema.pt", weights_only=True)["model"]
+    last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)["model"]
+    assert set(average) == set(last)
+    assert any(not torch.equal(average[k], last[k]) for k in last if last[k].is_floating_point())
+    ckpt = str(tmp_path / "models" / "model_ema.pt")
+    run_bundle("inference", ["bundles/unet/inference.json"], tmp_path, *TINY_INFER, "--ckpt_path", ckpt)
+    assert len(list((tmp_path / "eval").glob("*_seg.nii.gz"))) == 2
