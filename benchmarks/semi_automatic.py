@@ -15,7 +15,9 @@ manual label as the annotation (``write_sparse_datalist``: evenly spaced through
 Every arm trains for the same wall-clock budget (``--minutes``, ``TimeBudget``; caching excluded) with the same
 learning rate, annealed by a cosine over the budget to ``--final_lr_fraction`` of it (1: constant). Dice and IoU
 are over the unannotated voxels of each k (the voxels set to the ignore value); the dense run is scored on the same
-voxels. Prints a JSON row per run and a Markdown table::
+voxels. Every prediction is scored as it is and (``dice_lcc``, ``iou_lcc``) reduced to its largest connected
+component, as ``--keep_largest_component True`` does; the 2D labels are kept in the work folder. Prints a JSON row
+per run and a Markdown table of each::
 
     .venv/bin/python benchmarks/semi_automatic.py --minutes 3 [--volumes spleen sct_t2 sct_t1] [--ks 1 2 4] \
         [--final_lr_fraction 0.02] [--seed 0] [--json out.json]
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -46,18 +49,32 @@ ITERATIONS = 10  # per epoch; the budget ends training, not the epoch count
 TWO_D = ["2d axis 0", "2d axis 1", "2d axis 2", "2d 3 axes"]  # slice by slice along one axis; the 3 maps averaged
 
 
+def largest_component(prediction: np.ndarray) -> np.ndarray:
+    """The foreground's largest connected component (MONAI's ``KeepLargestConnectedComponent``, the transform behind
+    ``--keep_largest_component True``)."""
+    from monai.transforms import KeepLargestConnectedComponent
+
+    kept = KeepLargestConnectedComponent(applied_labels=[1], independent=True)(prediction[None].astype(np.uint8))
+    return np.asarray(kept)[0]
+
+
 def scores(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Foreground Dice and IoU of two binary maps over the voxels of ``mask``."""
-    p, t = prediction[mask] > 0, truth[mask] > 0
-    overlap, total, union = np.sum(p & t), np.sum(p) + np.sum(t), np.sum(p | t)
-    return {"dice": round(float(2 * overlap / total), 4) if total else 1.0,
-            "iou": round(float(overlap / union), 4) if union else 1.0}  # fmt: skip
+    """Foreground Dice and IoU of two binary maps over the voxels of ``mask``, as they are and (``*_lcc``) with the
+    prediction reduced to its largest connected component."""
+    result = {}
+    for suffix, label in (("", prediction > 0), ("_lcc", largest_component(prediction > 0) > 0)):
+        p, t = label[mask], truth[mask] > 0
+        overlap, total, union = np.sum(p & t), np.sum(p) + np.sum(t), np.sum(p | t)
+        result["dice" + suffix] = round(float(2 * overlap / total), 4) if total else 1.0
+        result["iou" + suffix] = round(float(overlap / union), 4) if union else 1.0
+    return result
 
 
 def run_3d(
-    datalist: Path, root: Path, minutes: float, final_lr: float, seed: int = 0
+    datalist: Path, root: Path, minutes: float, final_lr: float, seed: int = 0, train_args: list[str] | None = None
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Plan ``datalist``, then the bundle's ``run semi_automatic``; returns the dense label and the times (s)."""
+    """Plan ``datalist``, then the bundle's ``run semi_automatic`` (with the extra overrides ``train_args``); returns
+    the dense label and the times (s)."""
     root.mkdir(parents=True, exist_ok=True)
     done = root / "times.json"  # a finished run (same --work folder): reused, not rerun
     if done.is_file():
@@ -72,7 +89,7 @@ def run_3d(
         "semi_automatic", [BUNDLE / "train.json", plan, BUNDLE / "semi_automatic.json"], root,
         "--manifest", str(datalist), "--bundle_root", str(root), "--epochs", "100000",
         "--iterations_per_epoch", str(ITERATIONS), "--time_limit_minutes", str(minutes),
-        "--final_lr_fraction", str(final_lr), "--seed", str(seed),
+        "--final_lr_fraction", str(final_lr), "--seed", str(seed), *(train_args or []),
     )  # fmt: skip
     (written,) = sorted((root / "eval").glob("*_dense.nii*"))
     done.write_text(json.dumps(times))
@@ -83,7 +100,8 @@ def run_2d(
     sparse: Path, image_path: str, plan: Path, root: Path, minutes: float, final_lr: float, seed: int = 0
 ) -> tuple[list[np.ndarray], dict]:
     """Train a 2D net on the annotated slices of ``sparse``, then segment the volume slice by slice along each axis;
-    returns the labels along axis 0, 1 and 2 and the one of the three softmax maps averaged, and the times (s)."""
+    returns the labels along axis 0, 1 and 2 and the one of the three softmax maps averaged (also written to
+    ``root/labels_<net>.nii.gz``), and the times (s)."""
     from monai.bundle import ConfigParser
     from monai.data import MetaTensor
     from monai.transforms import Compose
@@ -128,6 +146,8 @@ def run_2d(
                 target[axis] = index
                 probabilities[tuple(target)] = foreground
     labels = [(p > 0.5).astype(np.uint8) for p in [*per_axis, sum(per_axis) / 3]]
+    for net, label in zip(TWO_D, labels):
+        nib.save(nib.Nifti1Image(label, volume.affine), str(root / f"labels_{net.replace(' ', '_')}.nii.gz"))
     return labels, {"run_s": train_s, "segment_s": time.perf_counter() - start}
 
 
@@ -143,10 +163,13 @@ def main() -> None:
     parser.add_argument("--final_lr_fraction", type=float, default=0.02, help="learning rate at the end of the "
                         "budget, as a fraction of the start (cosine; 1: constant)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="training seed of every run (deterministic per seed)")
+    parser.add_argument("--train_args", default="", help="extra overrides of the 3D and dense runs in one string, "
+                        "e.g. --train_args='--elastic_sigma [10,10,0]'")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="semi_automatic_"))
+    train_args = shlex.split(args.train_args)
     print(f"work folder {work}; torch threads {torch.get_num_threads()}", flush=True)
     rows: list[dict] = []
 
@@ -169,7 +192,7 @@ def main() -> None:
             annotated = round(float(1 - masks[k].mean()), 4)
             if "3d" in args.arms:
                 prediction, times = run_3d(
-                    sparse, work / volume / f"k{k}" / "3d", args.minutes, args.final_lr_fraction, args.seed
+                    sparse, work / volume / f"k{k}" / "3d", args.minutes, args.final_lr_fraction, args.seed, train_args
                 )
                 report({"volume": volume, "k": k, "net": "3d", "seed": args.seed, "annotated": annotated, **times,
                         **scores(prediction, truth, masks[k])})  # fmt: skip
@@ -192,24 +215,22 @@ def main() -> None:
                             **scores(prediction, truth, masks[k])})  # fmt: skip
         if "dense" in args.arms:
             prediction, times = run_3d(
-                manifest, work / volume / "dense", args.minutes, args.final_lr_fraction, args.seed
+                manifest, work / volume / "dense", args.minutes, args.final_lr_fraction, args.seed, train_args
             )
             for k, mask in masks.items():
                 report({"volume": volume, "k": k, "net": "3d dense", "seed": args.seed, "annotated": 1.0, **times,
                         **scores(prediction, truth, mask)})  # fmt: skip
 
     nets = [*TWO_D, "3d", "3d dense"]
-    print("\n| volume | k | annotated voxels | " + " | ".join(f"{n} Dice / IoU" for n in nets) + " |")
-    print("|---" * (3 + len(nets)) + "|")
-    for volume in args.volumes:
-        for k in args.ks:
-            cells = {
-                r["net"]: f"{r['dice']:.3f} / {r['iou']:.3f}" for r in rows if r["volume"] == volume and r["k"] == k
-            }
-            share = next(
-                (r["annotated"] for r in rows if r["volume"] == volume and r["k"] == k and r["net"] != "3d dense"), ""
-            )
-            print(f"| {volume} | {k} | {share} | " + " | ".join(cells.get(net, "") for net in nets) + " |")
+    for suffix, title in (("", "as predicted"), ("_lcc", "largest connected component")):
+        print(f"\n{title}\n\n| volume | k | annotated voxels | " + " | ".join(f"{n} Dice / IoU" for n in nets) + " |")
+        print("|---" * (3 + len(nets)) + "|")
+        for volume in args.volumes:
+            for k in args.ks:
+                here = [r for r in rows if r["volume"] == volume and r["k"] == k]
+                cells = {r["net"]: f"{r['dice' + suffix]:.3f} / {r['iou' + suffix]:.3f}" for r in here}
+                share = next((r["annotated"] for r in here if r["net"] != "3d dense"), "")
+                print(f"| {volume} | {k} | {share} | " + " | ".join(cells.get(net, "") for net in nets) + " |")
 
 
 if __name__ == "__main__":

@@ -136,10 +136,18 @@ def test_config_workflow_from_a_user_folder(tmp_path: Path, tiny_2d_bundle: Path
     assert train.check_properties() in (None, [])
 
 
-@pytest.mark.parametrize("overlay", [[], ["evaluate.json"]], ids=["inference", "evaluation"])
-def test_keep_largest_component_removes_islands_per_class(tmp_path: Path, overlay: list[str]) -> None:
+@pytest.mark.parametrize(
+    "configs, key",
+    [
+        (["inference.json"], "label_steps"),
+        (["inference.json", "evaluate.json"], "label_steps"),
+        (["train.json", "semi_automatic.json"], "segment::label_steps"),
+    ],
+    ids=["inference", "evaluation", "semi_automatic"],
+)
+def test_keep_largest_component_removes_islands_per_class(tmp_path: Path, configs: list[str], key: str) -> None:
     """``--keep_largest_component True`` adds MONAI's KeepLargestConnectedComponentd to the label steps (after the
-    argmax), per class; without it the labels keep every island."""
+    argmax), per class; without it the labels keep every island. The semi-automated command takes the same switch."""
     import torch
     from monai.data import MetaTensor
 
@@ -150,11 +158,11 @@ def test_keep_largest_component_removes_islands_per_class(tmp_path: Path, overla
     labels = {}
     for keep in (False, True):
         parser = ConfigParser()
-        parser.read_config([str(BUNDLE / "inference.json"), *[str(BUNDLE / f) for f in overlay]])
+        parser.read_config([str(BUNDLE / f) for f in configs])
         parser.update(
             {"bundle_root": str(tmp_path), "num_classes": 3, "keep_largest_component": keep, "label_values": None}
         )
-        steps = parser.get_parsed_content("label_steps")[:-1]  # without the inverse of the (empty) preprocessing
+        steps = parser.get_parsed_content(key)[:-1]  # without the inverse of the (empty) preprocessing
         names = [type(s).__name__ for s in steps]
         assert ("KeepLargestConnectedComponentd" in names) == keep
         data = {"pred": MetaTensor(logits.clone())}
