@@ -20,7 +20,7 @@ component, as ``--keep_largest_component True`` does; the 2D labels are kept in 
 per run and a Markdown table of each::
 
     .venv/bin/python benchmarks/semi_automatic.py --minutes 3 [--volumes spleen sct_t2 sct_t1] [--ks 1 2 4] \
-        [--final_lr_fraction 0.02] [--seed 0] [--json out.json]
+        [--final_lr_fraction 0.02] [--seed 0] [--train_args='--elastic_sigma [10,10,0]'] [--json out.json]
 """
 
 from __future__ import annotations
