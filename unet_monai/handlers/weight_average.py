@@ -1,9 +1,9 @@
 """An exponential moving average of the network's weights, saved as a checkpoint that inference loads.
 
-Why our own: ignite's ``EMAHandler`` keeps the average but writes nothing and starts it from the random initial
-weights. ``WeightAverage`` wraps it: a warm-up ramp so that the first iterations are forgotten within
-``warmup_iterations``, the averaged weights saved atomically after every epoch as ``{"model": state_dict}`` (the
-form ``inference.json``'s ``--ckpt_path`` loads), and the average restored from that file on ``--resume True``.
+Why our own: ignite's ``EMAHandler`` keeps the average in memory only. ``WeightAverage`` wraps it: its warm-up ramp
+on by default (so that the random initial weights are forgotten within ``warmup_iterations``), the averaged weights
+saved atomically after every epoch as ``{"model": state_dict}`` (the form ``inference.json``'s ``--ckpt_path``
+loads), and the average restored from that file on ``--resume True``.
 """
 
 from __future__ import annotations
