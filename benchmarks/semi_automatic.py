@@ -20,7 +20,8 @@ component, as ``--keep_largest_component True`` does; the 2D labels are kept in 
 per run and a Markdown table of each::
 
     .venv/bin/python benchmarks/semi_automatic.py --minutes 3 [--volumes spleen sct_t2 sct_t1] [--ks 1 2 4] \
-        [--final_lr_fraction 0.02] [--seed 0] [--train_args='--elastic_sigma [10,10,0]'] [--json out.json]
+        [--final_lr_fraction 0.02] [--seed 0] [--train_args='--elastic_sigma [10,10,0]'] \
+        [--train_args_2d='--rotate_range 0.52'] [--json out.json]
 """
 
 from __future__ import annotations
@@ -96,12 +97,33 @@ def run_3d(
     return np.asanyarray(nib.load(str(written)).dataobj), times
 
 
+def overrides(args: list[str]) -> dict[str, object]:
+    """``["--key", "value", ...]`` as config ids and values (JSON where it parses, else the string)."""
+    if len(args) % 2 or not all(key.startswith("--") for key in args[::2]):
+        raise ValueError(f"overrides must be pairs of --key value, got {args}.")
+
+    def value(text: str) -> object:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+    return {key[2:]: value(text) for key, text in zip(args[::2], args[1::2])}
+
+
 def run_2d(
-    sparse: Path, image_path: str, plan: Path, root: Path, minutes: float, final_lr: float, seed: int = 0
+    sparse: Path,
+    image_path: str,
+    plan: Path,
+    root: Path,
+    minutes: float,
+    final_lr: float,
+    seed: int = 0,
+    train_args: list[str] | None = None,
 ) -> tuple[list[np.ndarray], dict]:
-    """Train a 2D net on the annotated slices of ``sparse``, then segment the volume slice by slice along each axis;
-    returns the labels along axis 0, 1 and 2 and the one of the three softmax maps averaged (also written to
-    ``root/labels_<net>.nii.gz``), and the times (s)."""
+    """Train a 2D net on the annotated slices of ``sparse`` (with the extra overrides ``train_args``), then segment the
+    volume slice by slice along each axis; returns the labels along axis 0, 1 and 2 and the one of the three softmax
+    maps averaged (also written to ``root/labels_<net>.nii.gz``), and the times (s)."""
     from monai.bundle import ConfigParser
     from monai.data import MetaTensor
     from monai.transforms import Compose
@@ -122,6 +144,7 @@ def run_2d(
         "time_limit_minutes": minutes, "final_lr_fraction": final_lr, "seed": seed,
         "stages::intensity": planned["stages::intensity"],
         "validate::dataset::data": "$unet_monai.io.load_manifest(@manifest, 'training')[:1]",  # never run
+        **overrides(train_args or []),
     })  # fmt: skip
     parser.parse()
     start = time.perf_counter()
@@ -165,6 +188,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed of every run (deterministic per seed)")
     parser.add_argument("--train_args", default="", help="extra overrides of the 3D and dense runs in one string, "
                         "e.g. --train_args='--elastic_sigma [10,10,0]'")  # fmt: skip
+    parser.add_argument("--train_args_2d", default="", help="extra overrides of the 2D runs in one string, "
+                        "e.g. --train_args_2d='--rotate_range 0.52'")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -209,6 +234,7 @@ def main() -> None:
                     args.minutes,
                     args.final_lr_fraction,
                     args.seed,
+                    shlex.split(args.train_args_2d),
                 )
                 for net, prediction in zip(TWO_D, labels):
                     report({"volume": volume, "k": k, "net": net, "seed": args.seed, "annotated": annotated, **times,

@@ -64,6 +64,7 @@ def test_overlays_only_set_ids_their_base_has() -> None:
         ("train_3d.json", "train.json", set()),
         ("sgd.json", "train.json", {"momentum"}),
         ("small_fov.json", "train.json", {"fov_size_mm"}),
+        ("nnunet_augment.json", "train.json", set()),
     ):
         parser = raw(BUNDLE / base)
         for key in ConfigParser.load_config_file(BUNDLE / overlay):

@@ -120,6 +120,24 @@ def test_image_and_label_stay_aligned(case):
         assert dice(out["image"] > 0.5, out["label"]) >= 0.97
 
 
+@pytest.mark.parametrize("case", list(ALIGN), ids=list(ALIGN))
+def test_image_and_label_stay_aligned_under_rotation_and_scale(case):
+    """An off-centre disc / ball turns and scales with its mask, and it does move."""
+    spatial, radius, _ = ALIGN[case]
+    image, mask = ball(spatial, radius / 2)
+    shift = tuple(n // 5 for n in spatial)
+    image, mask = (
+        image.roll(shift, dims=tuple(range(1, len(spatial) + 1))),
+        mask.roll(shift, dims=tuple(range(1, len(spatial) + 1))),
+    )
+    for seed in range(3):
+        out = seeded(
+            seed, keys=["image", "label"], mode=["bilinear", "nearest"], sigma=0.0, rotate_range=0.6, scale_range=0.25
+        )({"image": image, "label": mask})
+        assert dice(out["image"] > 0.5, out["label"]) >= 0.95
+        assert dice(out["label"], mask) < 0.97  # moved: the disc is off the centre of rotation and scale
+
+
 def test_deformation_is_not_identity():
     """sigma = 10 on 64 x 64 (the paper's setting) moves the disc's outline by several voxels."""
     image, mask = ball((64, 64), 18.0)

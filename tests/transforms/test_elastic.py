@@ -466,3 +466,93 @@ def test_randomize_false_with_other_dimensionality_rejected():
     t(torch.randn(SHAPES["2d"]))
     with pytest.raises(ValueError, match="does not match the last random draw"):
         t(torch.randn(SHAPES["3d"]), randomize=False)
+
+
+# ------------------------------------------------------------------------------------------- rotation and scale
+def sampled_matrix(
+    t: RandElasticGrid, spatial: tuple[int, ...], crop: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deform a :func:`ramp` (sigma 0: rotation and scale alone) and read back where each output voxel was sampled:
+    returns the linear map ``A`` ``(ndim, ndim)`` fitted to the sampled coordinates and the largest residual."""
+    out = t(ramp(spatial), crop_size=crop).numpy().reshape(len(spatial), -1)  # (ndim, voxels): sampled coordinates
+    grid = ramp(crop).numpy().reshape(len(spatial), -1)
+    design = np.concatenate([grid, np.ones((1, grid.shape[1]))])  # affine fit: A x + b
+    fit, *_ = np.linalg.lstsq(design.T, out.T, rcond=None)
+    residual = np.abs(design.T @ fit - out.T).max()
+    return fit[:-1].T, residual
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rotation_is_a_rotation_about_the_patch_centre_within_its_range(seed):
+    t = seeded(seed, sigma=0.0, rotate_range=0.4, spatial_size=(16, 16))
+    matrix, residual = sampled_matrix(t, (64, 64), (4, 4))
+    assert residual < 1e-3  # bilinear resampling of a linear image is exact: the map is affine
+    np.testing.assert_allclose(matrix @ matrix.T, np.eye(2), atol=1e-4)
+    assert np.linalg.det(matrix) > 0
+    angle = np.arctan2(matrix[1, 0], matrix[0, 0])
+    assert 1e-3 < abs(angle) <= 0.4 + 1e-4
+
+
+@pytest.mark.parametrize("isotropic", [False, True], ids=["per_axis", "isotropic"])
+def test_scale_factors_lie_in_range_and_isotropic_shares_one(isotropic):
+    factors = []
+    for seed in range(6):
+        t = seeded(seed, sigma=0.0, scale_range=0.3, isotropic_scale=isotropic, spatial_size=(12, 12, 12))
+        matrix, residual = sampled_matrix(t, (48, 48, 48), (4, 4, 4))
+        assert residual < 1e-3
+        np.testing.assert_allclose(matrix, np.diag(np.diag(matrix)), atol=1e-5)  # no rotation
+        diagonal = np.diag(matrix)
+        assert np.all((diagonal >= 0.7 - 1e-5) & (diagonal <= 1.3 + 1e-5)), diagonal
+        factors.append(diagonal)
+    spread = np.ptp(np.stack(factors), axis=1)  # per draw: how far the axes' factors differ
+    assert (spread.max() < 1e-5) if isotropic else (spread.min() > 1e-3)
+
+
+def test_in_plane_rotation_of_a_volume_leaves_the_third_axis_alone():
+    t = seeded(3, sigma=0.0, rotate_range=(0.0, 0.0, 0.5), spatial_size=(12, 12, 8))
+    matrix, _ = sampled_matrix(t, (40, 40, 16), (4, 4, 4))
+    np.testing.assert_allclose(matrix[2], [0, 0, 1], atol=1e-5)
+    np.testing.assert_allclose(matrix[:, 2], [0, 0, 1], atol=1e-5)
+    assert abs(np.arctan2(matrix[1, 0], matrix[0, 0])) > 1e-3
+
+
+def test_patch_centre_is_a_fixed_point_of_rotation_and_scale():
+    """The centre voxel of an odd patch samples the same input voxel with and without rotation and scale."""
+    plain = seeded(5, sigma=0.0, spatial_size=(9, 9))(ramp((40, 40)), crop_size=(1, 1))
+    turned = seeded(5, sigma=0.0, spatial_size=(9, 9), rotate_range=0.5, scale_range=0.2)(
+        ramp((40, 40)), crop_size=(1, 1)
+    )
+    torch.testing.assert_close(turned, plain, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("case", list(SHAPES), ids=list(SHAPES))
+def test_zero_ranges_draw_nothing_more_and_change_nothing(case):
+    """The defaults (0) keep the random stream and the output of the transform without rotation and scale."""
+    img = torch.randn(SHAPES[case])
+    default, explicit = seeded(2), seeded(2, rotate_range=0.0, scale_range=0.0)
+    for _ in range(3):
+        assert torch.equal(default(img), explicit(img))
+    assert default.R.random() == explicit.R.random()
+    assert not torch.equal(seeded(2, rotate_range=0.3)(img), seeded(2)(img))
+
+
+def test_rotated_label_keeps_its_values():
+    label = (torch.rand(1, 30, 30, 12) * 3).floor().to(torch.uint8)
+    out = seeded(0, rotate_range=0.5, scale_range=0.2, spatial_size=(16, 16, 8))(label, mode="nearest")
+    assert out.dtype == torch.uint8 and set(out.unique().tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shape", "match"),
+    [
+        ({"rotate_range": -0.1}, None, r"rotate_range must be one angle >= 0 or three \(radians\), got -0.1"),
+        ({"rotate_range": (0.1, 0.2)}, None, r"rotate_range must be one angle >= 0 or three"),
+        ({"scale_range": 1.0}, None, r"scale_range must be in \[0, 1\) \(factors 1 - r .. 1 \+ r\), got 1.0"),
+        ({"rotate_range": (0.1, 0.1, 0.1)}, SHAPES["2d"], r"rotate_range must be one angle for a 2D input"),
+        ({"scale_range": (0.1, 0.1, 0.1)}, SHAPES["2d"], r"scale_range must have 1 or 2 values, got \[0.1, 0.1, 0.1\]"),
+    ],
+    ids=["negative", "two_angles", "scale_one", "three_angles_2d", "scale_axes_2d"],
+)
+def test_rotation_and_scale_arguments_are_checked(kwargs, shape, match):
+    with pytest.raises(ValueError, match=match):
+        RandElasticGrid(**kwargs)(torch.randn(shape)) if shape else RandElasticGrid(**kwargs)

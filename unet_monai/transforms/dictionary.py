@@ -69,6 +69,9 @@ class RandElasticGridd(RandomizableTransform, MapTransform):
         pos_fraction: float = 0.33,
         ignore_index: int | None = None,
         max_attempts: int = 10,
+        rotate_range: Sequence[float] | float = 0.0,
+        scale_range: Sequence[float] | float = 0.0,
+        isotropic_scale: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -77,7 +80,18 @@ class RandElasticGridd(RandomizableTransform, MapTransform):
         self.label_key = label_key
         self.locations_key = locations_key or (f"{label_key}_locations" if label_key is not None else None)
         self.elastic = RandElasticGrid(
-            prob, grid_size, sigma, units, spatial_size, "bilinear", padding_mode, field_kernel, sampler
+            prob,
+            grid_size,
+            sigma,
+            units,
+            spatial_size,
+            "bilinear",
+            padding_mode,
+            field_kernel,
+            sampler,
+            rotate_range=rotate_range,
+            scale_range=scale_range,
+            isotropic_scale=isotropic_scale,
         )
         self.mode = ensure_tuple_rep(mode, len(self.keys))
         self.crop_keys = set(ensure_tuple(crop_keys))

@@ -6,6 +6,10 @@ control grid is coarse (3x3 in the paper), the displacements Gaussian with ``sig
 paper), and the dense field is the separable cubic interpolation of the grid, computed only for the
 voxels that are sampled: with ``spatial_size`` just the patch the network consumes, so a large volume is
 never warped whole.
+
+Rotation and scaling (``rotate_range``, ``scale_range``; nnU-Net's spatial augmentation) join the same
+sampling grid, so the patch is interpolated once, as nnU-Net's ``SpatialTransform`` does, instead of once
+more by a separate ``RandAffined`` over a larger crop.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import RandomizableTransform
+from monai.transforms.utils import create_rotate
 from monai.utils import TransformBackends
 
 from unet_monai.transforms.sampling import ForegroundSampler, VoxelLocations
@@ -86,7 +91,9 @@ class RandElasticGrid(RandomizableTransform):
     A ``grid_size`` control grid spans the output; each control point is displaced by a Gaussian vector
     with standard deviation ``sigma`` (voxels, or mm when ``units="mm"``); cubic interpolation gives the
     dense field, and the input is resampled at ``x + u(x)``. With ``spatial_size`` the output is a patch of
-    that size at a random place (or ``center``) of the input, and only its field is computed.
+    that size at a random place (or ``center``) of the input, and only its field is computed. With
+    ``rotate_range`` or ``scale_range`` the patch is also rotated and scaled about its centre ``c``, in the
+    same single interpolation: the input is read at ``c + R S (x - c) + u(x)``.
 
     Args:
         prob: probability of deforming. Not deforming returns the input unchanged (or, with
@@ -101,6 +108,14 @@ class RandElasticGrid(RandomizableTransform):
         center_sampler: draws the patch start from the label's class locations instead of uniformly (a
             :class:`~unet_monai.transforms.ForegroundSampler`: a set fraction of patches centred on foreground);
             ``randomize`` then needs ``locations``. None (default): uniform starts, the draws as without it.
+        rotate_range: largest rotation in radians, drawn uniformly in ``[-r, r]``: one value (2D, or the same
+            range about each of the three axes in 3D) or one per rotation (3D: about axes 0, 1, 2, as MONAI's
+            ``create_rotate``; ``(0, 0, r)`` turns only the ``(H, W)`` plane, for volumes with a coarse third
+            axis). In voxel space: resample to near-isotropic spacing first, or rotate only in-plane.
+        scale_range: scale factors drawn uniformly in ``[1 - r, 1 + r]``, one value for all axes or one per axis
+            (MONAI's ``RandAffine`` convention: a factor above 1 reads a larger region, so anatomy looks smaller).
+        isotropic_scale: one factor for every axis (nnU-Net's default) instead of one per axis.
+        0 (default) for both ranges: no extra draw, the random stream and the output exactly as without them.
     """
 
     backend = [TransformBackends.TORCH]
@@ -116,6 +131,9 @@ class RandElasticGrid(RandomizableTransform):
         padding_mode: str = "reflection",
         field_kernel: str = "cubic",
         center_sampler: ForegroundSampler | None = None,
+        rotate_range: Sequence[float] | float = 0.0,
+        scale_range: Sequence[float] | float = 0.0,
+        isotropic_scale: bool = False,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
         if units not in ("voxel", "mm"):
@@ -130,6 +148,14 @@ class RandElasticGrid(RandomizableTransform):
             raise ValueError(f"grid_size must be >= 2 control points per axis, got {grid_size}.")
         if any(s < 0 for s in np.atleast_1d(sigma)):
             raise ValueError(f"sigma must be >= 0, got {sigma}.")
+        if len(np.atleast_1d(rotate_range)) not in (1, 3) or any(r < 0 for r in np.atleast_1d(rotate_range)):
+            raise ValueError(f"rotate_range must be one angle >= 0 or three (radians), got {rotate_range}.")
+        if any(not 0 <= r < 1 for r in np.atleast_1d(scale_range)):
+            raise ValueError(f"scale_range must be in [0, 1) (factors 1 - r .. 1 + r), got {scale_range}.")
+        self.rotate_range = np.atleast_1d(np.asarray(rotate_range, dtype=np.float64))
+        self.scale_range = np.atleast_1d(np.asarray(scale_range, dtype=np.float64))
+        self.isotropic_scale = isotropic_scale
+        self._affine: torch.Tensor | None = None
         self.grid_size = grid_size
         self.sigma = sigma
         self.units = units
@@ -173,6 +199,24 @@ class RandElasticGrid(RandomizableTransform):
         else:
             self._start = tuple(int(self.R.randint(0, max(s - o, 0) + 1)) for s, o in zip(spatial_shape, out))
         self._coarse = self.R.standard_normal((ndim, *grid)).astype(np.float32) if self._do_transform else None
+        self._affine = self._draw_affine(ndim) if self._do_transform else None
+
+    def _draw_affine(self, ndim: int) -> torch.Tensor | None:
+        """``R S`` ``(ndim, ndim)`` for the drawn rotation and scale, or None where both ranges are 0 (no draw)."""
+        if not (self.rotate_range.any() or self.scale_range.any()):
+            return None
+        if ndim == 2 and self.rotate_range.size != 1:
+            raise ValueError(f"rotate_range must be one angle for a 2D input, got {self.rotate_range.tolist()}.")
+        if self.scale_range.size not in (1, ndim):
+            raise ValueError(f"scale_range must have 1 or {ndim} values, got {self.scale_range.tolist()}.")
+        ranges = np.broadcast_to(self.rotate_range, (1 if ndim == 2 else 3,))
+        angles = self.R.uniform(-ranges, ranges)
+        scale_ranges = np.broadcast_to(self.scale_range, (ndim,))
+        scales = self.R.uniform(-scale_ranges, scale_ranges)
+        if self.isotropic_scale:
+            scales = np.full(ndim, scales[0])
+        rotate = torch.as_tensor(create_rotate(ndim, angles.tolist())[:ndim, :ndim], dtype=torch.float32)
+        return rotate @ torch.diag(torch.tensor(1 + scales, dtype=torch.float32))
 
     # ------------------------------------------------------------------ deterministic application
     def _sigma_voxels(self, img: torch.Tensor, ndim: int) -> np.ndarray:
@@ -231,11 +275,16 @@ class RandElasticGrid(RandomizableTransform):
         window: Sequence[tuple[int, int]],
         mode: str,
     ) -> torch.Tensor:
-        """Resample ``img`` at ``x + u(x)`` over ``window`` of the patch; ``coarse`` ``(ndim, *grid)`` in voxels."""
+        """Resample ``img`` at ``c + A (x - c) + u(x)`` over ``window`` of the patch (``A`` the drawn rotation and
+        scale, the identity without; ``c`` the patch centre); ``coarse`` ``(ndim, *grid)`` in voxels."""
         ndim = len(spatial)
         field = dense_displacement(coarse, out_size, self.field_kernel, window)  # (ndim, *crop), in voxels
-        axes = [torch.arange(c, dtype=torch.float32) + s + w for (w, c), s in zip(window, self._start)]
-        coords = torch.stack(torch.meshgrid(*axes, indexing="ij")) + field  # absolute voxel coordinates
+        axes = [torch.arange(c, dtype=torch.float32) + w - (o - 1) / 2 for (w, c), o in zip(window, out_size)]
+        coords = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # about the patch centre
+        if self._affine is not None:
+            coords = torch.tensordot(self._affine, coords, dims=([1], [0]))
+        centre = torch.tensor([s + (o - 1) / 2 for s, o in zip(self._start, out_size)], dtype=torch.float32)
+        coords = coords + centre.view(-1, *[1] * ndim) + field  # absolute voxel coordinates
         # grid_sample wants (x, y[, z]) = reversed axes, normalised to [-1, 1] with align_corners=True
         norm = [2 * coords[i] / max(spatial[i] - 1, 1) - 1 for i in reversed(range(ndim))]
         grid = torch.stack(norm, dim=-1).unsqueeze(0)  # (1, *out_size, ndim)
