@@ -17,12 +17,13 @@ geometry stages (``Invertd``), so Dice and HD95 (mm) are on the test image's own
 evaluate); ``--train_overlay bundles/unet/small_fov.json`` adds training-only overlays (small fields of view).
 Evaluation runs for the best-validation checkpoint (``model.pt``), the last one (``last.pt``, keys ``*_last``) and,
 with ``--ema_momentum``, the weight average (``model_ema.pt``, keys ``*_ema``), each without and with
-``--keep_largest_component True``. Prints one row per direction with the
+``--keep_largest_component True``, and with ``--test_time_flips`` once more averaged over the flips along the axes
+training flips (keys ``*_flips``). Prints one row per direction with the
 wall times; ``--json`` writes them too::
 
     .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] \\
         [--overlay bundles/unet/ct_window.json] [--train_overlay bundles/unet/small_fov.json] [--seed 0] \\
-        [--final_lr_fraction 0.02] [--ema_momentum 0.002] [--json out.json]
+        [--final_lr_fraction 0.02] [--ema_momentum 0.002] [--test_time_flips] [--json out.json]
 """
 
 from __future__ import annotations
@@ -63,10 +64,12 @@ def run_direction(
     seed: int = 0,
     final_lr_fraction: float = 1.0,
     ema_momentum: float | None = None,
+    test_time_flips: bool = False,
 ) -> dict[str, object]:
     """Plan (with the extra planning flags ``plan_args``), train and evaluate one direction in ``root``, with the
     overlays ``extra`` after the plan (and ``train_extra`` in training only); evaluates model.pt, last.pt and, with
-    ``ema_momentum``, the weight average model_ema.pt, each with and without the largest connected component; returns
+    ``ema_momentum``, the weight average model_ema.pt, each with and without the largest connected component (and with
+    ``test_time_flips`` each also averaged over the flips of inference.json's ``test_time_flip_axes``); returns
     the row (times in s, ``evaluate_s`` all evaluations together; Dice, IoU, HD95 in mm)."""
     train_list, train_overlay, test_list, test_overlay, test_split = DIRECTIONS[name]
     root.mkdir(parents=True, exist_ok=True)
@@ -89,16 +92,20 @@ def run_direction(
     # model.pt: the best validation Dice on the training patient; last.pt: the end of training; model_ema.pt: the
     # weights averaged over about the last 1 / ema_momentum iterations
     checkpoints = ("model", "last", "model_ema") if ema_momentum else ("model", "last")
-    for checkpoint, largest in itertools.product(checkpoints, (False, True)):
+    flips = (False, True) if test_time_flips else (False,)
+    for checkpoint, largest, flipped in itertools.product(checkpoints, (False, True), flips):
         eval_s += run_bundle_cli(
             "evaluating", [BUNDLE / "inference.json", BUNDLE / "evaluate.json", plan, *extra, *test_overlays], root,
             "--bundle_root", str(root), "--manifest", str(test_list), "--split", test_split,
             "--ckpt_path", str(root / "models" / f"{checkpoint}.pt"), "--keep_largest_component", str(largest),
+            "--test_time_flips", str(flipped),
         )  # fmt: skip
         with open(root / "eval" / "evaluation_per_case.csv") as f:
             row = next(csv.DictReader(f))
-        suffix = {"model": "", "last": "_last", "model_ema": "_ema"}[checkpoint] + (
-            "_largest_component" if largest else ""
+        suffix = (
+            {"model": "", "last": "_last", "model_ema": "_ema"}[checkpoint]
+            + ("_largest_component" if largest else "")
+            + ("_flips" if flipped else "")
         )
         scores.update(
             {k + suffix: round(float(v), 4) for k, v in row.items() if k.split("_")[0] in ("dice", "iou", "hd95")}
@@ -112,6 +119,7 @@ def run_direction(
         "seed": seed,
         "final_lr_fraction": final_lr_fraction,
         "ema_momentum": ema_momentum,
+        "test_time_flips": test_time_flips,
         "target_spacing": plan_json["plan"]["target_spacing"],
         "output_patch": plan_json["output_patch_size"],
         "plan_s": round(plan_s, 1),
@@ -139,6 +147,8 @@ def main() -> None:
                         "as a fraction of the start (cosine over the epochs or time limit; 1: constant)")  # fmt: skip
     parser.add_argument("--ema_momentum", type=float, default=None, help="average the weights over about the last "
                         "1 / EMA_MOMENTUM iterations; evaluates model_ema.pt too (keys *_ema)")  # fmt: skip
+    parser.add_argument("--test_time_flips", action="store_true", help="also evaluate every checkpoint averaged over "
+                        "the flips along the axes training flips (keys *_flips)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -158,6 +168,7 @@ def main() -> None:
             args.seed,
             args.final_lr_fraction,
             args.ema_momentum,
+            args.test_time_flips,
         )
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -21,7 +21,7 @@ per run and a Markdown table of each::
 
     .venv/bin/python benchmarks/semi_automatic.py --minutes 3 [--volumes spleen sct_t2 sct_t1] [--ks 1 2 4] \
         [--final_lr_fraction 0.02] [--seed 0] [--train_args='--elastic_sigma [10,10,0]'] \
-        [--train_args_2d='--rotate_range 0.52'] [--json out.json]
+        [--train_args_2d='--rotate_range 0.52'] [--overlay bundles/unet/nnunet_augment.json] [--json out.json]
 """
 
 from __future__ import annotations
@@ -72,10 +72,16 @@ def scores(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[
 
 
 def run_3d(
-    datalist: Path, root: Path, minutes: float, final_lr: float, seed: int = 0, train_args: list[str] | None = None
+    datalist: Path,
+    root: Path,
+    minutes: float,
+    final_lr: float,
+    seed: int = 0,
+    train_args: list[str] | None = None,
+    overlays: list[Path] | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Plan ``datalist``, then the bundle's ``run semi_automatic`` (with the extra overrides ``train_args``); returns
-    the dense label and the times (s)."""
+    """Plan ``datalist``, then the bundle's ``run semi_automatic`` (with the extra overrides ``train_args`` and the
+    configs ``overlays`` after the plan); returns the dense label and the times (s)."""
     root.mkdir(parents=True, exist_ok=True)
     done = root / "times.json"  # a finished run (same --work folder): reused, not rerun
     if done.is_file():
@@ -87,7 +93,7 @@ def run_3d(
         "--memory_budget_mb", "2048", "--base_features", "16",
     )}  # fmt: skip
     times["run_s"] = run_bundle_cli(
-        "semi_automatic", [BUNDLE / "train.json", plan, BUNDLE / "semi_automatic.json"], root,
+        "semi_automatic", [BUNDLE / "train.json", plan, *(overlays or []), BUNDLE / "semi_automatic.json"], root,
         "--manifest", str(datalist), "--bundle_root", str(root), "--epochs", "100000",
         "--iterations_per_epoch", str(ITERATIONS), "--time_limit_minutes", str(minutes),
         "--final_lr_fraction", str(final_lr), "--seed", str(seed), *(train_args or []),
@@ -120,10 +126,12 @@ def run_2d(
     final_lr: float,
     seed: int = 0,
     train_args: list[str] | None = None,
+    overlays: list[Path] | None = None,
 ) -> tuple[list[np.ndarray], dict]:
-    """Train a 2D net on the annotated slices of ``sparse`` (with the extra overrides ``train_args``), then segment the
-    volume slice by slice along each axis; returns the labels along axis 0, 1 and 2 and the one of the three softmax
-    maps averaged (also written to ``root/labels_<net>.nii.gz``), and the times (s)."""
+    """Train a 2D net on the annotated slices of ``sparse`` (with the configs ``overlays`` on train.json and the extra
+    overrides ``train_args``), then segment the volume slice by slice along each axis; returns the labels along axis
+    0, 1 and 2 and the one of the three softmax maps averaged (also written to ``root/labels_<net>.nii.gz``), and the
+    times (s)."""
     from monai.bundle import ConfigParser
     from monai.data import MetaTensor
     from monai.transforms import Compose
@@ -135,7 +143,7 @@ def run_2d(
     planned = json.loads(plan.read_text())
     features = planned["features"]
     parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "train.json"))
+    parser.read_config([str(BUNDLE / "train.json"), *map(str, overlays or [])])
     parser.update({
         "bundle_root": str(root), "manifest": str(slices), "spatial_dims": 2, "features": features,
         "norm": "batch", "pool_sizes": None, "kernel_sizes": None, "output_patch_size": [96, 96],
@@ -188,6 +196,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed of every run (deterministic per seed)")
     parser.add_argument("--train_args", default="", help="extra overrides of the 3D and dense runs in one string, "
                         "e.g. --train_args='--elastic_sigma [10,10,0]'")  # fmt: skip
+    parser.add_argument("--overlay", type=Path, nargs="*", default=[], help="configs laid over train.json in every "
+                        "run, e.g. bundles/unet/nnunet_augment.json")  # fmt: skip
     parser.add_argument("--train_args_2d", default="", help="extra overrides of the 2D runs in one string, "
                         "e.g. --train_args_2d='--rotate_range 0.52'")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
@@ -195,6 +205,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="semi_automatic_"))
     train_args = shlex.split(args.train_args)
+    args.overlay = [p.resolve() for p in args.overlay]
     print(f"work folder {work}; torch threads {torch.get_num_threads()}", flush=True)
     rows: list[dict] = []
 
@@ -217,7 +228,13 @@ def main() -> None:
             annotated = round(float(1 - masks[k].mean()), 4)
             if "3d" in args.arms:
                 prediction, times = run_3d(
-                    sparse, work / volume / f"k{k}" / "3d", args.minutes, args.final_lr_fraction, args.seed, train_args
+                    sparse,
+                    work / volume / f"k{k}" / "3d",
+                    args.minutes,
+                    args.final_lr_fraction,
+                    args.seed,
+                    train_args,
+                    args.overlay,
                 )
                 report({"volume": volume, "k": k, "net": "3d", "seed": args.seed, "annotated": annotated, **times,
                         **scores(prediction, truth, masks[k])})  # fmt: skip
@@ -235,13 +252,20 @@ def main() -> None:
                     args.final_lr_fraction,
                     args.seed,
                     shlex.split(args.train_args_2d),
+                    args.overlay,
                 )
                 for net, prediction in zip(TWO_D, labels):
                     report({"volume": volume, "k": k, "net": net, "seed": args.seed, "annotated": annotated, **times,
                             **scores(prediction, truth, masks[k])})  # fmt: skip
         if "dense" in args.arms:
             prediction, times = run_3d(
-                manifest, work / volume / "dense", args.minutes, args.final_lr_fraction, args.seed, train_args
+                manifest,
+                work / volume / "dense",
+                args.minutes,
+                args.final_lr_fraction,
+                args.seed,
+                train_args,
+                args.overlay,
             )
             for k, mask in masks.items():
                 report({"volume": volume, "k": k, "net": "3d dense", "seed": args.seed, "annotated": 1.0, **times,

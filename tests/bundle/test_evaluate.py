@@ -62,6 +62,7 @@ def test_test_time_flips_wrap_the_evaluation_inferer(tmp_path: Path) -> None:
         parser.update({"bundle_root": str(tmp_path), "test_time_flips": flips, "features": [4, 8, 16]})
         kinds[flips] = parser.get_parsed_content("inferer")
     assert isinstance(kinds[True], FlipEnsembleInferer) and not isinstance(kinds[False], FlipEnsembleInferer)
+    assert list(kinds[True].flip_axes) == [0, 1]  # the axes train.json's RandFlipd mirror, as nnU-Net mirrors
 
 
 @pytest.mark.integration

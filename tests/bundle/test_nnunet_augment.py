@@ -56,3 +56,18 @@ def test_overlay_augments_training_patches_of_the_right_shape(tmp_path: Path, ov
         item = dataset[index]
         assert list(item["image"].shape) == [1, *patch] and list(item["label"].shape) == [2, *output]
         assert torch.isfinite(item["image"]).all() and set(item["label"][0].unique().tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("pool_sizes", "expected"),
+    [(None, [0.5236]), ([[2, 2, 2], [2, 2, 2]], [0.5236]), ([[2, 2, 1], [2, 2, 2]], [0.0, 0.0, 0.5236])],
+    ids=["default", "isotropic_plan", "coarse_third_axis"],
+)
+def test_a_plan_that_skips_pooling_along_an_axis_rotates_about_it_only(
+    tmp_path: Path, pool_sizes: list | None, expected: list[float]
+) -> None:
+    """nnU-Net's in-plane rotation for anisotropic data: where the first pooling skips an axis (5 mm slices), the
+    patch turns about that axis only, within the fine plane."""
+    parser = parse(tmp_path, "train.json", "train_3d.json", "nnunet_augment.json")
+    parser.update({"pool_sizes": pool_sizes, "features": [8, 16, 32]} if pool_sizes else {})
+    np.testing.assert_allclose(elastic(parser).elastic.rotate_range, expected)

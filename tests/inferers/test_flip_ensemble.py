@@ -22,6 +22,35 @@ def test_symmetry_counts():
         grid_symmetries(1, rotations=False)
 
 
+def test_flip_axes_limit_the_flips_to_those_axes():
+    symmetries = grid_symmetries(3, rotations=False, flip_axes=[0, 1])
+    assert sorted(axes for axes, _ in symmetries) == [(), (0,), (0, 1), (1,)]
+    assert len(grid_symmetries(2, rotations=True, flip_axes=[1])) == 4  # two flips, each with and without transpose
+    assert grid_symmetries(3, rotations=False, flip_axes=[]) == [((), False)]  # the plain prediction alone
+
+
+@pytest.mark.parametrize(
+    "flip_axes", [[0, 3], [1, 1], [-1], "null"], ids=["axis_out_of_range", "repeated", "negative", "string"]
+)
+def test_bad_flip_axes_are_refused(flip_axes):
+    with pytest.raises(ValueError, match="flip_axes must be"):
+        grid_symmetries(3, rotations=False, flip_axes=flip_axes)
+
+
+def test_3d_ensemble_over_two_axes_averages_their_four_flips():
+    torch.manual_seed(0)
+    net = nn.Conv3d(1, 2, 3, padding=1).eval()
+    x = torch.randn(1, 1, 6, 5, 4)
+    with torch.no_grad():
+        logits = FlipEnsembleInferer(flip_axes=[0, 1])(x, net)
+        expected = torch.zeros(1, 2, 6, 5, 4)
+        for axes in ([], [2], [3], [2, 3]):
+            y = torch.flip(x, axes) if axes else x
+            p = torch.softmax(net(y), 1)
+            expected += torch.flip(p, axes) if axes else p
+    torch.testing.assert_close(torch.softmax(logits, 1), expected / 4, atol=1e-6, rtol=1e-5)
+
+
 def test_bad_activation_is_refused():
     with pytest.raises(ValueError, match="activation must be one of .* got 'relu'"):
         FlipEnsembleInferer(activation="relu")

@@ -9,7 +9,7 @@ symmetries need neither: a flip or a transpose is exact and is its own (or a che
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -25,19 +25,32 @@ _ACTIVATIONS = ("softmax", "sigmoid")
 Symmetry = tuple[tuple[int, ...], bool]
 
 
-def grid_symmetries(spatial_dims: int, rotations: bool) -> list[Symmetry]:
-    """The symmetries to average over: every combination of flips of the ``spatial_dims`` axes (``2 ** spatial_dims``),
-    times the transpose of the first two axes when ``rotations`` (8 in 2D: the dihedral group of the square).
+def grid_symmetries(spatial_dims: int, rotations: bool, flip_axes: Sequence[int] | None = None) -> list[Symmetry]:
+    """The symmetries to average over: every combination of flips of ``flip_axes`` (all ``spatial_dims`` axes by
+    default: ``2 ** len(flip_axes)`` copies), times the transpose of the first two axes when ``rotations`` (8 in 2D:
+    the dihedral group of the square).
 
     Raises:
-        ValueError: ``spatial_dims`` is not 2 or 3, or ``rotations`` in 3D (a transpose of anisotropic voxels
-            would change the voxel shape; the flips alone are exact).
+        ValueError: ``spatial_dims`` is not 2 or 3, ``rotations`` in 3D (a transpose of anisotropic voxels would
+            change the voxel shape; the flips alone are exact), or ``flip_axes`` names an axis twice or one the
+            input lacks.
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
     if rotations and spatial_dims != 2:
         raise ValueError("rotations are offered in 2D only (3D voxels are often anisotropic); use the flips.")
-    flips = [axes for n in range(spatial_dims + 1) for axes in itertools.combinations(range(spatial_dims), n)]
+    try:
+        axes_to_flip = tuple(range(spatial_dims)) if flip_axes is None else tuple(int(a) for a in flip_axes)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"flip_axes must be a list of spatial axes, e.g. [0, 1], or None, got {flip_axes!r}."
+        ) from None
+    if len(set(axes_to_flip)) != len(axes_to_flip) or not all(0 <= a < spatial_dims for a in axes_to_flip):
+        raise ValueError(
+            f"flip_axes must be distinct spatial axes in 0..{spatial_dims - 1} of a {spatial_dims}D input, "
+            f"got {list(axes_to_flip)}."
+        )
+    flips = [axes for n in range(len(axes_to_flip) + 1) for axes in itertools.combinations(axes_to_flip, n)]
     return [(axes, transpose) for transpose in ((False, True) if rotations else (False,)) for axes in flips]
 
 
@@ -63,6 +76,8 @@ class FlipEnsembleInferer(Inferer):
             valid-padding network; MONAI's ``SimpleInferer`` by default). It must return logits.
         rotations: 2D only: also the transposed copies, which with the flips make the 8 rotations and reflections
             of the square (the default in 2D). In 3D the 8 flips are used.
+        flip_axes: the spatial axes to flip (0 = first), every combination of them; None (default): all axes. nnU-Net
+            mirrors only the axes its training mirrored: ``[0, 1]`` for ``train.json``'s flips.
         activation: ``"softmax"`` (multi-class logits, the default) or ``"sigmoid"`` (one channel per label).
 
     Returns logits again, so it drops in wherever logits are expected: ``log`` of the mean softmax probability
@@ -70,20 +85,27 @@ class FlipEnsembleInferer(Inferer):
     in float32 over the whole input, ``(B, C, *S)``: for volumes larger than RAM use the plain tiled inference.
     """
 
-    def __init__(self, inferer: Inferer | None = None, rotations: bool | None = None, activation: str = "softmax"):
+    def __init__(
+        self,
+        inferer: Inferer | None = None,
+        rotations: bool | None = None,
+        activation: str = "softmax",
+        flip_axes: Sequence[int] | None = None,
+    ):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}.")
         self.inferer = inferer if inferer is not None else SimpleInferer()
         self.rotations = rotations
         self.activation = activation
+        self.flip_axes = flip_axes
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> Any:
         """``inputs`` ``(B, C, H, W[, D])`` -> logits ``(B, out_channels, H, W[, D])`` (what ``inferer`` returns for one
         copy), averaged over the symmetries in probability."""
         spatial_dims = inputs.dim() - 2
         rotations = spatial_dims == 2 if self.rotations is None else self.rotations
-        symmetries = grid_symmetries(spatial_dims, rotations)
+        symmetries = grid_symmetries(spatial_dims, rotations, self.flip_axes)
         plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         total: torch.Tensor | None = None
         for symmetry in symmetries:
