@@ -12,6 +12,9 @@ Milliseconds per sample (image + label deformed together) at equal field smoothn
 - TorchIO ``RandomElasticDeformation`` (B-spline through SimpleITK, 4 control points per axis, the
   fewest it takes) and ``elasticdeform.deform_random_grid`` (points=3, sigma=10) where they import.
 
+Then rotation and scaling joined to the deformation (one interpolation) against a second one by MONAI's
+``RandAffined``.
+
     python benchmarks/bench_transforms.py            # about 2 minutes on 2 cores
     python benchmarks/bench_transforms.py --quick    # smaller sizes: checks that it runs
 """
@@ -25,7 +28,7 @@ from typing import Any
 
 import torch
 from bundle_step import bundle_parser, bundle_train_step
-from monai.transforms import Compose, Rand2DElasticd, Rand3DElasticd
+from monai.transforms import Compose, Rand2DElasticd, Rand3DElasticd, RandAffined
 from timing import timed
 
 from unet_monai.transforms import RandElasticGridd
@@ -104,6 +107,24 @@ def compare(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
     return results
 
 
+def rotation_and_scaling(shape: tuple[int, ...], repeats: int) -> None:
+    """Rotation (up to 30 degrees about each axis) and scaling (0.8-1.2) with the deformation: ours in its one
+    interpolation (``rotate_range``, ``scale_range``) against ours followed by MONAI's ``RandAffined``."""
+    data = sample(shape)
+    keys, mode = ["image", "label"], ["bilinear", "nearest"]
+    plain = ours(shape)
+    joined = RandElasticGridd(keys, prob=1.0, sigma=10.0, mode=mode, rotate_range=0.5236, scale_range=0.2)
+    affine = RandAffined(keys, prob=1.0, rotate_range=0.5236, scale_range=0.2, mode=mode, padding_mode="reflection")
+    plain_ms = timed_ms(lambda: plain(data), repeats)
+    joined_ms = timed_ms(lambda: joined(data), repeats)
+    chained_ms = timed_ms(lambda: affine(plain(data)), repeats)
+    label = "x".join(map(str, shape))
+    print(
+        f"\n{label} with rotation and scaling: ours in one interpolation {joined_ms:.1f} ms/sample (deformation "
+        f"alone {plain_ms:.1f}); ours + MONAI RandAffined {chained_ms:.1f} ms: {chained_ms / joined_ms:.1f}x"
+    )
+
+
 def augmentation_chain(repeats: int) -> None:
     """The bundle's random transforms on one cached sample against one default train step."""
     parser = bundle_parser()
@@ -133,6 +154,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     compare((128, 128) if args.quick else (512, 512), repeats)
     compare((32, 32, 32) if args.quick else (128, 128, 128), repeats)
+    for shape in ((128, 128), (32, 32, 32)) if args.quick else ((512, 512), (128, 128, 128)):
+        rotation_and_scaling(shape, repeats)
     augmentation_chain(repeats)
 
 
