@@ -31,6 +31,7 @@ import json
 import shlex
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -71,17 +72,22 @@ def scores(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[
     return result
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What every arm shares: wall-clock minutes of training, the final learning rate as a fraction of the first
+    (cosine), the seed, and configs laid over train.json."""
+
+    minutes: float
+    final_lr: float
+    seed: int = 0
+    overlays: list[Path] = field(default_factory=list)
+
+
 def run_3d(
-    datalist: Path,
-    root: Path,
-    minutes: float,
-    final_lr: float,
-    seed: int = 0,
-    train_args: list[str] | None = None,
-    overlays: list[Path] | None = None,
+    datalist: Path, root: Path, budget: Budget, train_args: list[str] | None = None
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Plan ``datalist``, then the bundle's ``run semi_automatic`` (with the extra overrides ``train_args`` and the
-    configs ``overlays`` after the plan); returns the dense label and the times (s)."""
+    """Plan ``datalist``, then the bundle's ``run semi_automatic`` (with the budget's overlays after the plan and the
+    extra overrides ``train_args``); returns the dense label and the times (s)."""
     root.mkdir(parents=True, exist_ok=True)
     done = root / "times.json"  # a finished run (same --work folder): reused, not rerun
     if done.is_file():
@@ -93,10 +99,10 @@ def run_3d(
         "--memory_budget_mb", "2048", "--base_features", "16",
     )}  # fmt: skip
     times["run_s"] = run_bundle_cli(
-        "semi_automatic", [BUNDLE / "train.json", plan, *(overlays or []), BUNDLE / "semi_automatic.json"], root,
+        "semi_automatic", [BUNDLE / "train.json", plan, *budget.overlays, BUNDLE / "semi_automatic.json"], root,
         "--manifest", str(datalist), "--bundle_root", str(root), "--epochs", "100000",
-        "--iterations_per_epoch", str(ITERATIONS), "--time_limit_minutes", str(minutes),
-        "--final_lr_fraction", str(final_lr), "--seed", str(seed), *(train_args or []),
+        "--iterations_per_epoch", str(ITERATIONS), "--time_limit_minutes", str(budget.minutes),
+        "--final_lr_fraction", str(budget.final_lr), "--seed", str(budget.seed), *(train_args or []),
     )  # fmt: skip
     (written,) = sorted((root / "eval").glob("*_dense.nii*"))
     done.write_text(json.dumps(times))
@@ -118,17 +124,9 @@ def overrides(args: list[str]) -> dict[str, object]:
 
 
 def run_2d(
-    sparse: Path,
-    image_path: str,
-    plan: Path,
-    root: Path,
-    minutes: float,
-    final_lr: float,
-    seed: int = 0,
-    train_args: list[str] | None = None,
-    overlays: list[Path] | None = None,
+    sparse: Path, image_path: str, plan: Path, root: Path, budget: Budget, train_args: list[str] | None = None
 ) -> tuple[list[np.ndarray], dict]:
-    """Train a 2D net on the annotated slices of ``sparse`` (with the configs ``overlays`` on train.json and the extra
+    """Train a 2D net on the annotated slices of ``sparse`` (with the budget's overlays on train.json and the extra
     overrides ``train_args``), then segment the volume slice by slice along each axis; returns the labels along axis
     0, 1 and 2 and the one of the three softmax maps averaged (also written to ``root/labels_<net>.nii.gz``), and the
     times (s)."""
@@ -143,13 +141,13 @@ def run_2d(
     planned = json.loads(plan.read_text())
     features = planned["features"]
     parser = ConfigParser()
-    parser.read_config([str(BUNDLE / "train.json"), *map(str, overlays or [])])
+    parser.read_config([str(BUNDLE / "train.json"), *map(str, budget.overlays)])
     parser.update({
         "bundle_root": str(root), "manifest": str(slices), "spatial_dims": 2, "features": features,
         "norm": "batch", "pool_sizes": None, "kernel_sizes": None, "output_patch_size": [96, 96],
         "val_output_patch_size": [256, 256], "batch_size": 4, "border_w0": 0.0, "border_class_weights": None,
         "pos_fraction": 0.33, "epochs": 100000, "iterations_per_epoch": ITERATIONS, "val_interval": 10**9,
-        "time_limit_minutes": minutes, "final_lr_fraction": final_lr, "seed": seed,
+        "time_limit_minutes": budget.minutes, "final_lr_fraction": budget.final_lr, "seed": budget.seed,
         "stages::intensity": planned["stages::intensity"],
         "validate::dataset::data": "$unet_monai.io.load_manifest(@manifest, 'training')[:1]",  # never run
         **overrides(train_args or []),
@@ -205,7 +203,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="semi_automatic_"))
     train_args = shlex.split(args.train_args)
-    args.overlay = [p.resolve() for p in args.overlay]
+    budget = Budget(args.minutes, args.final_lr_fraction, args.seed, [p.resolve() for p in args.overlay])
     print(f"work folder {work}; torch threads {torch.get_num_threads()}", flush=True)
     rows: list[dict] = []
 
@@ -227,15 +225,7 @@ def main() -> None:
             masks[k] = np.asanyarray(nib.load(sparse_item["label"]).dataobj) == 255
             annotated = round(float(1 - masks[k].mean()), 4)
             if "3d" in args.arms:
-                prediction, times = run_3d(
-                    sparse,
-                    work / volume / f"k{k}" / "3d",
-                    args.minutes,
-                    args.final_lr_fraction,
-                    args.seed,
-                    train_args,
-                    args.overlay,
-                )
+                prediction, times = run_3d(sparse, work / volume / f"k{k}" / "3d", budget, train_args)
                 report({"volume": volume, "k": k, "net": "3d", "seed": args.seed, "annotated": annotated, **times,
                         **scores(prediction, truth, masks[k])})  # fmt: skip
             if "2d" in args.arms:
@@ -244,29 +234,13 @@ def main() -> None:
                     run_bundle_cli("planning", [BUNDLE / "plan.json"], sparse.parent, "--manifest", str(sparse),
                            "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16")  # fmt: skip
                 labels, times = run_2d(
-                    sparse,
-                    item["image"],
-                    plan,
-                    work / volume / f"k{k}" / "2d",
-                    args.minutes,
-                    args.final_lr_fraction,
-                    args.seed,
-                    shlex.split(args.train_args_2d),
-                    args.overlay,
+                    sparse, item["image"], plan, work / volume / f"k{k}" / "2d", budget, shlex.split(args.train_args_2d)
                 )
                 for net, prediction in zip(TWO_D, labels):
                     report({"volume": volume, "k": k, "net": net, "seed": args.seed, "annotated": annotated, **times,
                             **scores(prediction, truth, masks[k])})  # fmt: skip
         if "dense" in args.arms:
-            prediction, times = run_3d(
-                manifest,
-                work / volume / "dense",
-                args.minutes,
-                args.final_lr_fraction,
-                args.seed,
-                train_args,
-                args.overlay,
-            )
+            prediction, times = run_3d(manifest, work / volume / "dense", budget, train_args)
             for k, mask in masks.items():
                 report({"volume": volume, "k": k, "net": "3d dense", "seed": args.seed, "annotated": 1.0, **times,
                         **scores(prediction, truth, mask)})  # fmt: skip
