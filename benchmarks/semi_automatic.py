@@ -21,7 +21,8 @@ per run and a Markdown table of each::
 
     .venv/bin/python benchmarks/semi_automatic.py --minutes 3 [--volumes spleen sct_t2 sct_t1] [--ks 1 2 4] \
         [--final_lr_fraction 0.02] [--seed 0] [--train_args='--elastic_sigma [10,10,0]'] \
-        [--train_args_2d='--rotate_range 0.52'] [--overlay bundles/unet/nnunet_augment.json] [--json out.json]
+        [--train_args_2d='--rotate_range 0.52'] [--overlay bundles/unet/nnunet_augment.json] \
+        [--plan_args='--max_patch_fraction 0.75'] [--json out.json]
 """
 
 from __future__ import annotations
@@ -75,12 +76,22 @@ def scores(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[
 @dataclass(frozen=True)
 class Budget:
     """What every arm shares: wall-clock minutes of training, the final learning rate as a fraction of the first
-    (cosine), the seed, and configs laid over train.json."""
+    (cosine), the seed, configs laid over train.json and extra planning flags."""
 
     minutes: float
     final_lr: float
     seed: int = 0
     overlays: list[Path] = field(default_factory=list)
+    plan_args: list[str] = field(default_factory=list)
+
+
+def plan_datalist(datalist: Path, plan: Path, budget: Budget) -> float:
+    """Plan ``datalist`` into ``plan`` CPU-sized (2 GiB, 16 base features, plus the budget's ``plan_args``); returns
+    the time (s)."""
+    return run_bundle_cli(
+        "planning", [BUNDLE / "plan.json"], plan.parent, "--manifest", str(datalist), "--output", str(plan),
+        "--memory_budget_mb", "2048", "--base_features", "16", *budget.plan_args,
+    )  # fmt: skip
 
 
 def run_3d(
@@ -94,10 +105,7 @@ def run_3d(
         (written,) = sorted((root / "eval").glob("*_dense.nii*"))
         return np.asanyarray(nib.load(str(written)).dataobj), json.loads(done.read_text())
     plan = root / "plan.json"
-    times = {"plan_s": run_bundle_cli(
-        "planning", [BUNDLE / "plan.json"], root, "--manifest", str(datalist), "--output", str(plan),
-        "--memory_budget_mb", "2048", "--base_features", "16",
-    )}  # fmt: skip
+    times = {"plan_s": plan_datalist(datalist, plan, budget)}
     times["run_s"] = run_bundle_cli(
         "semi_automatic", [BUNDLE / "train.json", plan, *budget.overlays, BUNDLE / "semi_automatic.json"], root,
         "--manifest", str(datalist), "--bundle_root", str(root), "--epochs", "100000",
@@ -196,6 +204,8 @@ def main() -> None:
                         "e.g. --train_args='--elastic_sigma [10,10,0]'")  # fmt: skip
     parser.add_argument("--overlay", type=Path, nargs="*", default=[], help="configs laid over train.json in every "
                         "run, e.g. bundles/unet/nnunet_augment.json")  # fmt: skip
+    parser.add_argument("--plan_args", default="", help="extra planning flags in one string, e.g. "
+                        "--plan_args='--max_patch_fraction 0.75'")  # fmt: skip
     parser.add_argument("--train_args_2d", default="", help="extra overrides of the 2D runs in one string, "
                         "e.g. --train_args_2d='--rotate_range 0.52'")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
@@ -203,7 +213,13 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="semi_automatic_"))
     train_args = shlex.split(args.train_args)
-    budget = Budget(args.minutes, args.final_lr_fraction, args.seed, [p.resolve() for p in args.overlay])
+    budget = Budget(
+        args.minutes,
+        args.final_lr_fraction,
+        args.seed,
+        [p.resolve() for p in args.overlay],
+        shlex.split(args.plan_args),
+    )
     print(f"work folder {work}; torch threads {torch.get_num_threads()}", flush=True)
     rows: list[dict] = []
 
@@ -231,8 +247,8 @@ def main() -> None:
             if "2d" in args.arms:
                 plan = work / volume / f"k{k}" / "3d" / "plan.json"
                 if not plan.exists():
-                    run_bundle_cli("planning", [BUNDLE / "plan.json"], sparse.parent, "--manifest", str(sparse),
-                           "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16")  # fmt: skip
+                    plan.parent.mkdir(parents=True, exist_ok=True)
+                    plan_datalist(sparse, plan, budget)
                 labels, times = run_2d(
                     sparse, item["image"], plan, work / volume / f"k{k}" / "2d", budget, shlex.split(args.train_args_2d)
                 )
