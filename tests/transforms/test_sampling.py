@@ -167,24 +167,9 @@ def test_deformed_patches_centred_on_foreground_hold_foreground(case):
 def test_pos_fraction_zero_draws_exactly_as_without_a_sampler():
     data = volume(CASES["2d"][0])
     data["image"] = torch.rand(1, *CASES["2d"][0])
-    plain = RandElasticGridd(
-        ["image", "label"],
-        sigma=3.0,
-        spatial_size=(28, 28),
-        mode=["bilinear", "nearest"],
-        crop_keys="label",
-        crop_size=(12, 12),
-    ).set_random_state(11)
-    zero = RandElasticGridd(
-        ["image", "label"],
-        sigma=3.0,
-        spatial_size=(28, 28),
-        mode=["bilinear", "nearest"],
-        crop_keys="label",
-        crop_size=(12, 12),
-        label_key="label",
-        pos_fraction=0.0,
-    ).set_random_state(11)
+    common = dict(sigma=3.0, spatial_size=(28, 28), mode=["bilinear", "nearest"], crop_keys="label", crop_size=(12, 12))
+    plain = RandElasticGridd(["image", "label"], **common).set_random_state(11)
+    zero = RandElasticGridd(["image", "label"], **common, label_key="label", pos_fraction=0.0).set_random_state(11)
     for _ in range(3):
         a, b = plain(data), zero(data)
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
