@@ -18,12 +18,15 @@ evaluate); ``--train_overlay bundles/unet/small_fov.json`` adds training-only ov
 Evaluation runs for the best-validation checkpoint (``model.pt``), the last one (``last.pt``, keys ``*_last``) and,
 with ``--ema_momentum``, the weight average (``model_ema.pt``, keys ``*_ema``), each without and with
 ``--keep_largest_component True``, and with ``--test_time_flips`` once more averaged over the flips along the axes
-training flips (keys ``*_flips``). Prints one row per direction with the
-wall times; ``--json`` writes them too::
+training flips (keys ``*_flips``), and with ``--adapt_norm`` each of those again with the BatchNorm statistics
+measured on the test image (``--adapt_norm True``, keys ``*_adapted``). ``--reuse`` skips planning and training
+where the work folder already holds a direction's ``plan.json`` and ``models/last.pt`` (to evaluate a finished
+run again). Prints one row per direction with the wall times; ``--json`` writes them too::
 
     .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] \\
         [--overlay bundles/unet/ct_window.json] [--train_overlay bundles/unet/small_fov.json] [--seed 0] \\
-        [--final_lr_fraction 0.02] [--ema_momentum 0.002] [--test_time_flips] [--json out.json]
+        [--final_lr_fraction 0.02] [--ema_momentum 0.002] [--test_time_flips] [--adapt_norm] \\
+        [--work DIR [--reuse]] [--json out.json]
 """
 
 from __future__ import annotations
@@ -65,22 +68,27 @@ def run_direction(
     final_lr_fraction: float = 1.0,
     ema_momentum: float | None = None,
     test_time_flips: bool = False,
+    adapt_norm: bool = False,
+    reuse: bool = False,
 ) -> dict[str, object]:
     """Plan (with the extra planning flags ``plan_args``), train and evaluate one direction in ``root``, with the
     overlays ``extra`` after the plan (and ``train_extra`` in training only); evaluates model.pt, last.pt and, with
     ``ema_momentum``, the weight average model_ema.pt, each with and without the largest connected component (and with
-    ``test_time_flips`` each also averaged over the flips of inference.json's ``test_time_flip_axes``); returns
-    the row (times in s, ``evaluate_s`` all evaluations together; Dice, IoU, HD95 in mm)."""
+    ``test_time_flips`` each also averaged over the flips of inference.json's ``test_time_flip_axes``, and with
+    ``adapt_norm`` each also with test-time BatchNorm adaptation); with ``reuse``, a direction whose plan and
+    last checkpoint are already in ``root`` is evaluated only (its plan and train times are then 0). Returns the row
+    (times in s, ``evaluate_s`` all evaluations together; Dice, IoU, HD95 in mm)."""
     train_list, train_overlay, test_list, test_overlay, test_split = DIRECTIONS[name]
     root.mkdir(parents=True, exist_ok=True)
     plan = root / "plan.json"
     label_overlays = [train_overlay] if train_overlay else []
-    plan_s = run_bundle_cli(
+    reused = reuse and plan.is_file() and (root / "models" / "last.pt").is_file()
+    plan_s = 0.0 if reused else run_bundle_cli(
         "planning", [BUNDLE / "plan.json", *label_overlays], root, "--manifest", str(train_list),
         "--output", str(plan), "--memory_budget_mb", "2048", "--base_features", "16", *plan_args,
     )  # fmt: skip
     train_configs = [BUNDLE / "train.json", *label_overlays, plan, *extra, *train_extra]
-    train_s = run_bundle_cli(
+    train_s = 0.0 if reused else run_bundle_cli(
         "training", train_configs, root, "--bundle_root", str(root),
         "--epochs", str(epochs), "--iterations_per_epoch", str(iterations), "--val_interval", str(min(5, epochs)),
         "--time_limit_minutes", str(minutes), "--seed", str(seed), "--final_lr_fraction", str(final_lr_fraction),
@@ -93,12 +101,13 @@ def run_direction(
     # weights averaged over about the last 1 / ema_momentum iterations
     checkpoints = ("model", "last", "model_ema") if ema_momentum else ("model", "last")
     flips = (False, True) if test_time_flips else (False,)
-    for checkpoint, largest, flipped in itertools.product(checkpoints, (False, True), flips):
+    adapted = (False, True) if adapt_norm else (False,)
+    for checkpoint, largest, flipped, adapt in itertools.product(checkpoints, (False, True), flips, adapted):
         eval_s += run_bundle_cli(
             "evaluating", [BUNDLE / "inference.json", BUNDLE / "evaluate.json", plan, *extra, *test_overlays], root,
             "--bundle_root", str(root), "--manifest", str(test_list), "--split", test_split,
             "--ckpt_path", str(root / "models" / f"{checkpoint}.pt"), "--keep_largest_component", str(largest),
-            "--test_time_flips", str(flipped),
+            "--test_time_flips", str(flipped), "--adapt_norm", str(adapt),
         )  # fmt: skip
         with open(root / "eval" / "evaluation_per_case.csv") as f:
             row = next(csv.DictReader(f))
@@ -106,6 +115,7 @@ def run_direction(
             {"model": "", "last": "_last", "model_ema": "_ema"}[checkpoint]
             + ("_largest_component" if largest else "")
             + ("_flips" if flipped else "")
+            + ("_adapted" if adapt else "")
         )
         scores.update(
             {k + suffix: round(float(v), 4) for k, v in row.items() if k.split("_")[0] in ("dice", "iou", "hd95")}
@@ -120,6 +130,8 @@ def run_direction(
         "final_lr_fraction": final_lr_fraction,
         "ema_momentum": ema_momentum,
         "test_time_flips": test_time_flips,
+        "adapt_norm": adapt_norm,
+        "reused": reused,
         "target_spacing": plan_json["plan"]["target_spacing"],
         "output_patch": plan_json["output_patch_size"],
         "plan_s": round(plan_s, 1),
@@ -149,7 +161,11 @@ def main() -> None:
                         "1 / EMA_MOMENTUM iterations; evaluates model_ema.pt too (keys *_ema)")  # fmt: skip
     parser.add_argument("--test_time_flips", action="store_true", help="also evaluate every checkpoint averaged over "
                         "the flips along the axes training flips (keys *_flips)")  # fmt: skip
+    parser.add_argument("--adapt_norm", action="store_true", help="also evaluate every checkpoint with the "
+                        "BatchNorm statistics measured on the test image (keys *_adapted)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true", help="evaluate only, where --work already holds a "
+                        "direction's plan.json and models/last.pt")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="ct_across_"))
@@ -169,6 +185,8 @@ def main() -> None:
             args.final_lr_fraction,
             args.ema_momentum,
             args.test_time_flips,
+            args.adapt_norm,
+            args.reuse,
         )
         rows.append(row)
         print(json.dumps(row), flush=True)

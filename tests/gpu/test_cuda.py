@@ -1,6 +1,6 @@
 """The CUDA paths, for a machine with a GPU (``-m gpu``; skipped without one): an AMP train step, overlap-tile
-inference on the device against the same inference on the CPU, and the bundle's training and inference commands
-on the GPU, single-process and under torchrun with nccl."""
+inference (plain and with test-time BatchNorm adaptation) on the device against the same inference on the CPU,
+and the bundle's training and inference commands on the GPU, single-process and under torchrun with nccl."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unet_monai.inferers import AutocastInferer, OverlapTileInferer
+from unet_monai.inferers import AutocastInferer, BatchNormAdaptInferer, OverlapTileInferer
 from unet_monai.losses import PixelWeightedCELoss
 from unet_monai.networks import PaperUNet
 
@@ -59,6 +59,21 @@ def test_overlap_tile_inference_on_the_gpu_equals_the_cpu() -> None:
     assert gpu.shape == cpu.shape == (1, 1, 50, 61, 37)
     assert (gpu == cpu).float().mean() > 0.999
     assert (bf16 == cpu).float().mean() > 0.95
+
+
+def test_batch_norm_adaptation_on_the_gpu_equals_the_cpu() -> None:
+    """Test-time BatchNorm adaptation of a BatchNorm net: the same labels on the GPU as on the CPU, and the trained
+    statistics back on the device afterwards."""
+    torch.manual_seed(0)
+    net = PaperUNet(3, 1, 2, features=(4, 8, 16), norm="batch").eval()
+    volume = torch.randn(1, 1, 50, 61, 37) * 2 + 1
+    adapt = BatchNormAdaptInferer(OverlapTileInferer(24, sw_batch_size=2, output="argmax"))
+    with torch.no_grad():
+        cpu = adapt(volume, net)
+        trained = {k: v.clone() for k, v in net.cuda().state_dict().items()}
+        gpu = adapt(volume.cuda(), net).cpu()
+    assert (gpu == cpu).float().mean() > 0.999
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in trained.items())
 
 
 def bundle(*args: str, torchrun: bool = False) -> subprocess.CompletedProcess:
