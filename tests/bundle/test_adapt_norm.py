@@ -63,6 +63,7 @@ def test_adapted_labels_on_the_input_grid_in_ram_and_memory_mapped(tmp_path: Pat
     assert adapted.any() and (~adapted.astype(bool)).any()  # both classes occur: the comparisons mean something
     assert (adapted != trained).mean() > 0.01  # the option changes the statistics the prediction uses
     assert (mapped == adapted).mean() > 0.999  # the memory-mapped path adapts the same way (float64 vs float32 ties)
+    assert sorted(p.name for p in (tmp_path / "mapped").iterdir()) == ["em_seg.nii.gz"]  # the first pass left nothing
 
 
 @pytest.mark.integration
