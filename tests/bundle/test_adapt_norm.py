@@ -4,7 +4,6 @@ refusal for a network without BatchNorm."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
-from test_unet_bundle import REPO, TINY_INFER, bundle_command, run_bundle
+from test_unet_bundle import REPO, TINY_INFER, refused_bundle_run, run_bundle
 
 from unet_monai.data import synthetic_em_volume
 from unet_monai.inferers import BatchNormAdaptInferer, FlipEnsembleInferer, batch_norms
@@ -69,26 +68,10 @@ def test_adapted_labels_on_the_input_grid_in_ram_and_memory_mapped(tmp_path: Pat
 @pytest.mark.integration
 def test_adapt_norm_without_batch_norm_is_refused_by_name(tmp_path: Path, tiny_2d_bundle: Path) -> None:
     """The default 2D network has no norm: the run fails and says which flag to drop."""
-    proc = subprocess.run(
-        bundle_command(
-            "inference",
-            ["bundles/unet/inference.json"],
-            tmp_path,
-            *TINY_INFER,
-            "--adapt_norm",
-            "True",
-            "--dataset_dir",
-            str(tiny_2d_bundle / "data" / "synthetic_em_2d"),
-            "--ckpt_path",
-            str(tiny_2d_bundle / "models" / "model.pt"),
-            "--output_dir",
-            str(tmp_path / "out"),
-        ),  # fmt: skip
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    checkpoint = ["--ckpt_path", str(tiny_2d_bundle / "models" / "model.pt"), "--output_dir", str(tmp_path / "out")]
+    dataset = ["--dataset_dir", str(tiny_2d_bundle / "data" / "synthetic_em_2d")]
+    adapt = ["--adapt_norm", "True"]
+    output = refused_bundle_run(
+        "inference", ["bundles/unet/inference.json"], tmp_path, *TINY_INFER, *adapt, *dataset, *checkpoint
     )
-    assert proc.returncode != 0
-    assert "needs a network with BatchNorm layers" in proc.stderr + proc.stdout
-    assert "drop --adapt_norm" in proc.stderr + proc.stdout
+    assert "needs a network with BatchNorm layers" in output and "drop --adapt_norm" in output

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from test_unet_bundle import REPO, bundle_command, run_bundle
+from test_unet_bundle import refused_bundle_run, run_bundle
 
 from unet_monai.data import synthetic_em_volume
 from unet_monai.networks import PaperUNet
@@ -61,22 +60,7 @@ def test_memory_mapped_inference_matches_in_ram(tmp_path: Path, synthetic_em_3d:
     assert (labels == reference).mean() > 0.9999  # statistics in float64 vs float32: a tie may flip
     assert sorted(p.name for p in (tmp_path / "mapped").iterdir()) == ["em_seg.nii.gz"]  # no scratch file left
 
-    refused = subprocess.run(
-        bundle_command(
-            "inference",
-            MAPPED,
-            tmp_path,
-            *small,
-            "--input",
-            str(tmp_path / "em.nii.gz"),
-            "--output_dir",
-            str(tmp_path / "refused"),
-        ),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert refused.returncode != 0
-    assert "memory-mapped reading needs an uncompressed .nii" in refused.stderr + refused.stdout
-    assert str(tmp_path / "em.nii.gz") in refused.stderr + refused.stdout
+    gz = ["--input", str(tmp_path / "em.nii.gz"), "--output_dir", str(tmp_path / "refused")]
+    refused = refused_bundle_run("inference", MAPPED, tmp_path, *small, *gz)
+    assert "memory-mapped reading needs an uncompressed .nii" in refused
+    assert str(tmp_path / "em.nii.gz") in refused

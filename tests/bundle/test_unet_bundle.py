@@ -43,6 +43,14 @@ def run_bundle(
     return proc
 
 
+def refused_bundle_run(entry: str, config_files: list[str], bundle_root: Path, *overrides: str) -> str:
+    """Run the bundle from the repository root, require it to fail, and return its output (stdout, then stderr)."""
+    cmd = bundle_command(entry, config_files, bundle_root, *overrides)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0, f"{' '.join(cmd)} should have failed:\n{proc.stdout[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
 def train_tiny(bundle_root: Path) -> subprocess.CompletedProcess:
     """Two epochs of one iteration of the 2D bundle with a tiny network, validating after each: a checkpoint to run
     inference or export with, and the training report of two epochs. It runs from ``bundle_root``, a folder outside
@@ -351,10 +359,8 @@ def test_override_parsing_and_check(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_cli_refuses_a_misspelt_override(tmp_path: Path) -> None:
-    cmd = bundle_command("training", ["bundles/unet/train.json"], tmp_path, "--epoch", "1")
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "--epoch names no config id" in proc.stdout + proc.stderr
+    output = refused_bundle_run("training", ["bundles/unet/train.json"], tmp_path, "--epoch", "1")
+    assert "--epoch names no config id" in output
     assert not (tmp_path / "models").exists()  # refused before any training
 
 
