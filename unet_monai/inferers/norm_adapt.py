@@ -6,7 +6,8 @@ scan's features. Another patient, scanner or contrast phase shifts those feature
 with the wrong statistics. Here a first pass over the image's own tiles, in train mode without gradients, gathers
 each layer's mean and variance (an equal-weight average over the tiles: ``momentum=None``); the prediction
 then runs in eval mode with them, and the trained statistics are put back for the next image. No label is read.
-MONAI has no such inferer; it wraps any of theirs or ours.
+MONAI has no such inferer; it wraps any of theirs or ours. torch's ``swa_utils.update_bn`` does the same reset
+and averaging over a data loader, but cannot drive an inferer's tiles and keeps the new statistics for good.
 """
 
 from __future__ import annotations
