@@ -21,11 +21,13 @@ with ``--ema_momentum``, the weight average (``model_ema.pt``, keys ``*_ema``), 
 training flips (keys ``*_flips``), and with ``--adapt_norm`` each of those again with the BatchNorm statistics
 measured on the test image (``--adapt_norm True``, keys ``*_adapted``). ``--reuse`` skips planning and training
 where the work folder already holds a direction's ``plan.json`` and ``models/last.pt`` (to evaluate a finished
-run again). Prints one row per direction with the wall times; ``--json`` writes them too::
+run again). ``--batch_size 1`` trains on one patch per step instead of the plan's batch (2): every run in
+BENCHMARKS.md before 2026-12-06 evening did, because the one training case filled only one slot per batch then.
+Prints one row per direction with the wall times; ``--json`` writes them too::
 
     .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] \\
         [--overlay bundles/unet/ct_window.json] [--train_overlay bundles/unet/small_fov.json] [--seed 0] \\
-        [--final_lr_fraction 0.02] [--ema_momentum 0.002] [--test_time_flips] [--adapt_norm] \\
+        [--final_lr_fraction 0.02] [--ema_momentum 0.002] [--batch_size 1] [--test_time_flips] [--adapt_norm] \\
         [--work DIR [--reuse]] [--json out.json]
 """
 
@@ -70,13 +72,15 @@ def run_direction(
     test_time_flips: bool = False,
     adapt_norm: bool = False,
     reuse: bool = False,
+    batch_size: int | None = None,
 ) -> dict[str, object]:
     """Plan (with the extra planning flags ``plan_args``), train and evaluate one direction in ``root``, with the
     overlays ``extra`` after the plan (and ``train_extra`` in training only); evaluates model.pt, last.pt and, with
     ``ema_momentum``, the weight average model_ema.pt, each with and without the largest connected component (and with
     ``test_time_flips`` each also averaged over the flips of inference.json's ``test_time_flip_axes``, and with
     ``adapt_norm`` each also with test-time BatchNorm adaptation); with ``reuse``, a direction whose plan and
-    last checkpoint are already in ``root`` is evaluated only (its plan and train times are then 0). Returns the row
+    last checkpoint are already in ``root`` is evaluated only (its plan and train times are then 0); ``batch_size``
+    overrides the plan's patches per training step. Returns the row
     (times in s, ``evaluate_s`` all evaluations together; Dice, IoU, HD95 in mm)."""
     train_list, train_overlay, test_list, test_overlay, test_split = DIRECTIONS[name]
     root.mkdir(parents=True, exist_ok=True)
@@ -93,6 +97,7 @@ def run_direction(
         "--epochs", str(epochs), "--iterations_per_epoch", str(iterations), "--val_interval", str(min(5, epochs)),
         "--time_limit_minutes", str(minutes), "--seed", str(seed), "--final_lr_fraction", str(final_lr_fraction),
         *(["--ema_momentum", str(ema_momentum)] if ema_momentum else []),
+        *(["--batch_size", str(batch_size)] if batch_size else []),
     )  # fmt: skip
     test_overlays = [test_overlay] if test_overlay else []
     scores: dict[str, float] = {}
@@ -129,6 +134,7 @@ def run_direction(
         "seed": seed,
         "final_lr_fraction": final_lr_fraction,
         "ema_momentum": ema_momentum,
+        "batch_size": batch_size or plan_json["batch_size"],
         "test_time_flips": test_time_flips,
         "adapt_norm": adapt_norm,
         "reused": reused,
@@ -159,6 +165,8 @@ def main() -> None:
                         "as a fraction of the start (cosine over the epochs or time limit; 1: constant)")  # fmt: skip
     parser.add_argument("--ema_momentum", type=float, default=None, help="average the weights over about the last "
                         "1 / EMA_MOMENTUM iterations; evaluates model_ema.pt too (keys *_ema)")  # fmt: skip
+    parser.add_argument("--batch_size", type=int, default=None, help="patches per training step (default: the "
+                        "plan's)")  # fmt: skip
     parser.add_argument("--test_time_flips", action="store_true", help="also evaluate every checkpoint averaged over "
                         "the flips along the axes training flips (keys *_flips)")  # fmt: skip
     parser.add_argument("--adapt_norm", action="store_true", help="also evaluate every checkpoint with the "
@@ -187,6 +195,7 @@ def main() -> None:
             args.test_time_flips,
             args.adapt_norm,
             args.reuse,
+            args.batch_size,
         )
         rows.append(row)
         print(json.dumps(row), flush=True)

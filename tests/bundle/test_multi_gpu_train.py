@@ -172,7 +172,6 @@ def test_overlay_overrides_existing_ids() -> None:
     overlay = ConfigParser.load_config_file(REPO / "bundles" / "unet" / "multi_gpu_train.json")
     added = {
         "rank", "every_rank_handlers", "handlers_of_this_rank", "other_ranks_log_level", "finalize",
-        "train::sampler", "train::dataloader::sampler",
         "validate::sampler", "validate::dataloader::sampler",
     }  # fmt: skip
     assert added <= set(overlay)

@@ -1,5 +1,7 @@
-"""Data sets that ship with the package (generated, never downloaded), and sparse annotations made from dense ones."""
+"""Data sets that ship with the package (generated, never downloaded), sparse annotations made from dense ones, and
+the number of training samples per pass that keeps every batch full."""
 
+from unet_monai.data.batches import full_batches
 from unet_monai.data.failure_tolerant import FailureTolerantDataset
 from unet_monai.data.sparse import (
     slice_affine,
@@ -12,6 +14,7 @@ from unet_monai.data.synthetic import make_synthetic_em, synthetic_em_volume
 
 __all__ = [
     "FailureTolerantDataset",
+    "full_batches",
     "make_synthetic_em",
     "slice_affine",
     "slice_positions",
