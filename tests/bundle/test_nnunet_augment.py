@@ -17,10 +17,12 @@ from unet_monai.transforms import RandElasticGridd
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "unet"
 
 
-def parse(tmp_path: Path, *names: str) -> ConfigParser:
+def parse(tmp_path: Path, *names: str, dataset_dir: Path | None = None) -> ConfigParser:
+    """The configs ``names`` with their outputs in ``tmp_path``; ``dataset_dir``: an existing synthetic set to read
+    (the session's 3D one) instead of generating the default one there."""
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / name) for name in names])
-    parser.update({"bundle_root": str(tmp_path)})
+    parser.update({"bundle_root": str(tmp_path), **({"dataset_dir": str(dataset_dir)} if dataset_dir else {})})
     return parser
 
 
@@ -37,11 +39,14 @@ def test_train_json_alone_neither_rotates_nor_scales(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("overlays", [(), ("train_3d.json",)], ids=["2d", "3d"])
-def test_overlay_augments_training_patches_of_the_right_shape(tmp_path: Path, overlays: tuple[str, ...]) -> None:
+def test_overlay_augments_training_patches_of_the_right_shape(
+    tmp_path: Path, overlays: tuple[str, ...], request: pytest.FixtureRequest
+) -> None:
     """Rotation (30 degrees) and scaling (0.8-1.2) reach the sampler; the intensity transforms come last, on the
     image only; real cases of the embedded data set come out as ``(1, *patch_size)`` images and
     ``(2, *output)`` labels (label and weight map), with finite values."""
-    parser = parse(tmp_path, "train.json", *overlays, "nnunet_augment.json")
+    dataset_dir = request.getfixturevalue("synthetic_em_3d") if overlays else None
+    parser = parse(tmp_path, "train.json", *overlays, "nnunet_augment.json", dataset_dir=dataset_dir)
     sampler = elastic(parser).elastic
     np.testing.assert_allclose(sampler.rotate_range, [0.5236])
     np.testing.assert_allclose(sampler.scale_range, [0.2])
@@ -64,10 +69,10 @@ def test_overlay_augments_training_patches_of_the_right_shape(tmp_path: Path, ov
     ids=["default", "isotropic_plan", "coarse_third_axis"],
 )
 def test_a_plan_that_skips_pooling_along_an_axis_rotates_about_it_only(
-    tmp_path: Path, pool_sizes: list | None, expected: list[float]
+    tmp_path: Path, pool_sizes: list | None, expected: list[float], synthetic_em_3d: Path
 ) -> None:
     """nnU-Net's in-plane rotation for anisotropic data: where the first pooling skips an axis (5 mm slices), the
     patch turns about that axis only, within the fine plane."""
-    parser = parse(tmp_path, "train.json", "train_3d.json", "nnunet_augment.json")
+    parser = parse(tmp_path, "train.json", "train_3d.json", "nnunet_augment.json", dataset_dir=synthetic_em_3d)
     parser.update({"pool_sizes": pool_sizes, "features": [8, 16, 32]} if pool_sizes else {})
     np.testing.assert_allclose(elastic(parser).elastic.rotate_range, expected)

@@ -1,6 +1,8 @@
 """Every training batch is full: ``train.json``'s sampler draws ``full_batches(len(dataset), batch_size)`` patches
 per pass, so one case gives batches of ``batch_size`` patches (they held one before), and a data set whose size is
-a multiple of the batch size (the headline's 24 cases, batch 4) is sampled as by ``shuffle=True``."""
+a multiple of the batch size (the headline's 24 cases, batch 4) is sampled as by ``shuffle=True``. The same holds
+per rank for ``multi_gpu_train.json``'s ``FullBatchDistributedSampler`` (its torchrun run is in
+``tests/bundle/test_multi_gpu_train.py``)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.transforms import RandRotate90d
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from unet_monai.data import full_batches
+from unet_monai.data import FullBatchDistributedSampler, full_batches
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "unet"
 
@@ -106,3 +108,48 @@ def test_a_patch_that_is_not_square_in_plane_stacks_into_batches(tmp_path: Path,
             assert batch["image"].shape[0] == batch_size
             if batch_size > 1:
                 assert tuple(batch["label"].shape[2:]) == output
+
+
+@pytest.mark.parametrize(("cases", "ranks", "batch"), [(1, 2, 2), (1, 2, 1), (3, 2, 2), (5, 4, 3), (8, 2, 2)])
+def test_every_rank_draws_whole_batches(cases: int, ranks: int, batch: int) -> None:
+    """Each rank's pass is ``full_batches(ceil(cases / ranks), batch)`` long; together the ranks draw every case,
+    none more than once more than another (permutations back to back); ``set_epoch`` reshuffles."""
+    samplers = [FullBatchDistributedSampler(range(cases), batch, num_replicas=ranks, rank=r) for r in range(ranks)]
+    per_rank = full_batches(-(-cases // ranks), batch)
+    drawn = [list(s) for s in samplers]
+    assert all(len(d) == len(s) == per_rank for d, s in zip(drawn, samplers, strict=True))
+    counts = np.bincount(np.concatenate(drawn), minlength=cases)
+    assert counts.min() >= 1 and counts.max() - counts.min() <= 1, counts
+    for s in samplers:
+        s.set_epoch(1)
+    if cases > 2:
+        assert [list(s) for s in samplers] != drawn
+
+
+def test_a_multiple_of_ranks_times_batch_is_sampled_as_torch_does() -> None:
+    """16 cases on 2 ranks with batch 4: exactly torch's ``DistributedSampler(shuffle=True)``, epoch by epoch."""
+    for epoch in (0, 3):
+        for rank in (0, 1):
+            ours = FullBatchDistributedSampler(range(16), 4, num_replicas=2, rank=rank, seed=5)
+            torchs = DistributedSampler(range(16), num_replicas=2, rank=rank, shuffle=True, seed=5)
+            ours.set_epoch(epoch)
+            torchs.set_epoch(epoch)
+            assert list(ours) == list(torchs)
+
+
+def test_the_distributed_sampler_refuses_an_empty_split() -> None:
+    with pytest.raises(ValueError, match="no cases"):
+        FullBatchDistributedSampler([], 2, num_replicas=2, rank=0)
+
+
+def test_multi_gpu_train_json_draws_whole_batches_per_rank(tmp_path: Path, write_nifti: Callable[..., Path]) -> None:
+    """The overlay's sampler on a one-case datalist with batch 2, as rank 1 of 2 (set here; torchrun's process group
+    gives them in a run): two patches per step, as ``DistributedSampler`` gave one."""
+    parser = parser_on_cases(tmp_path, write_nifti, 1, 2)
+    parser.read_config([str(BUNDLE / "train.json"), str(BUNDLE / "multi_gpu_train.json")])
+    parser.update({"batch_size": 2, "manifest": str(tmp_path / "datalist.json"), "bundle_root": str(tmp_path),
+                   "output_patch_size": [4, 4], "train::sampler#num_replicas": 2,
+                   "train::sampler#rank": 1})  # fmt: skip
+    sampler = parser.get_parsed_content("train::sampler")
+    assert isinstance(sampler, FullBatchDistributedSampler)
+    assert list(sampler) == [0, 0]

@@ -1,7 +1,7 @@
 """Data sets that ship with the package (generated, never downloaded), sparse annotations made from dense ones, and
-the number of training samples per pass that keeps every batch full."""
+the training samplers that keep every batch full."""
 
-from unet_monai.data.batches import full_batches
+from unet_monai.data.batches import FullBatchDistributedSampler, full_batches
 from unet_monai.data.failure_tolerant import FailureTolerantDataset
 from unet_monai.data.sparse import (
     slice_affine,
@@ -14,6 +14,7 @@ from unet_monai.data.synthetic import make_synthetic_em, synthetic_em_volume
 
 __all__ = [
     "FailureTolerantDataset",
+    "FullBatchDistributedSampler",
     "full_batches",
     "make_synthetic_em",
     "slice_affine",
