@@ -19,16 +19,18 @@ Evaluation runs for the best-validation checkpoint (``model.pt``), the last one 
 with ``--ema_momentum``, the weight average (``model_ema.pt``, keys ``*_ema``), each without and with
 ``--keep_largest_component True``, and with ``--test_time_flips`` once more averaged over the flips along the axes
 training flips (keys ``*_flips``), and with ``--adapt_norm`` each of those again with the BatchNorm statistics
-measured on the test image (``--adapt_norm True``, keys ``*_adapted``). ``--reuse`` skips planning and training
-where the work folder already holds a direction's ``plan.json`` and ``models/last.pt`` (to evaluate a finished
-run again). ``--batch_size 1`` trains on one patch per step instead of the plan's batch (2): every run in
-BENCHMARKS.md before 2026-12-06 evening did, because the one training case filled only one slot per batch then.
+measured on the test image (``--adapt_norm True``, keys ``*_adapted``; ``--adapt_norm_priors 0 0.5`` evaluates each
+prior weight of the trained statistics, keys ``*_adapted`` for 0 and ``*_adapted_prior0.5``). ``--reuse`` skips
+planning and training where the work folder already holds a direction's ``plan.json`` and ``models/last.pt`` (to
+evaluate a finished run again). ``--batch_size 1`` trains on one patch per step instead of the plan's batch (2):
+every run in BENCHMARKS.md before 2026-12-06 evening did, because the one training case filled only one slot per
+batch then.
 Prints one row per direction with the wall times; ``--json`` writes them too::
 
     .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] \\
         [--overlay bundles/unet/ct_window.json] [--train_overlay bundles/unet/small_fov.json] [--seed 0] \\
         [--final_lr_fraction 0.02] [--ema_momentum 0.002] [--batch_size 1] [--test_time_flips] [--adapt_norm] \\
-        [--work DIR [--reuse]] [--json out.json]
+        [--adapt_norm_priors 0 0.5] [--work DIR [--reuse]] [--json out.json]
 """
 
 from __future__ import annotations
@@ -73,14 +75,15 @@ def run_direction(
     adapt_norm: bool = False,
     reuse: bool = False,
     batch_size: int | None = None,
+    adapt_norm_priors: tuple[float, ...] = (0.0,),
 ) -> dict[str, object]:
     """Plan (with the extra planning flags ``plan_args``), train and evaluate one direction in ``root``, with the
     overlays ``extra`` after the plan (and ``train_extra`` in training only); evaluates model.pt, last.pt and, with
     ``ema_momentum``, the weight average model_ema.pt, each with and without the largest connected component (and with
     ``test_time_flips`` each also averaged over the flips of inference.json's ``test_time_flip_axes``, and with
-    ``adapt_norm`` each also with test-time BatchNorm adaptation); with ``reuse``, a direction whose plan and
-    last checkpoint are already in ``root`` is evaluated only (its plan and train times are then 0); ``batch_size``
-    overrides the plan's patches per training step. Returns the row
+    ``adapt_norm`` each also with test-time BatchNorm adaptation, once per prior of ``adapt_norm_priors``); with
+    ``reuse``, a direction whose plan and last checkpoint are already in ``root`` is evaluated only (its plan and
+    train times are then 0); ``batch_size`` overrides the plan's patches per training step. Returns the row
     (times in s, ``evaluate_s`` all evaluations together; Dice, IoU, HD95 in mm)."""
     train_list, train_overlay, test_list, test_overlay, test_split = DIRECTIONS[name]
     root.mkdir(parents=True, exist_ok=True)
@@ -106,13 +109,14 @@ def run_direction(
     # weights averaged over about the last 1 / ema_momentum iterations
     checkpoints = ("model", "last", "model_ema") if ema_momentum else ("model", "last")
     flips = (False, True) if test_time_flips else (False,)
-    adapted = (False, True) if adapt_norm else (False,)
-    for checkpoint, largest, flipped, adapt in itertools.product(checkpoints, (False, True), flips, adapted):
+    adapted = (None, *adapt_norm_priors) if adapt_norm else (None,)  # None: the trained statistics
+    for checkpoint, largest, flipped, prior in itertools.product(checkpoints, (False, True), flips, adapted):
         eval_s += run_bundle_cli(
             "evaluating", [BUNDLE / "inference.json", BUNDLE / "evaluate.json", plan, *extra, *test_overlays], root,
             "--bundle_root", str(root), "--manifest", str(test_list), "--split", test_split,
             "--ckpt_path", str(root / "models" / f"{checkpoint}.pt"), "--keep_largest_component", str(largest),
-            "--test_time_flips", str(flipped), "--adapt_norm", str(adapt),
+            "--test_time_flips", str(flipped), "--adapt_norm", str(prior is not None),
+            "--adapt_norm_prior", str(prior or 0.0),
         )  # fmt: skip
         with open(root / "eval" / "evaluation_per_case.csv") as f:
             row = next(csv.DictReader(f))
@@ -120,7 +124,7 @@ def run_direction(
             {"model": "", "last": "_last", "model_ema": "_ema"}[checkpoint]
             + ("_largest_component" if largest else "")
             + ("_flips" if flipped else "")
-            + ("_adapted" if adapt else "")
+            + ("" if prior is None else "_adapted" + (f"_prior{prior:g}" if prior else ""))
         )
         scores.update(
             {k + suffix: round(float(v), 4) for k, v in row.items() if k.split("_")[0] in ("dice", "iou", "hd95")}
@@ -137,6 +141,7 @@ def run_direction(
         "batch_size": batch_size or plan_json["batch_size"],
         "test_time_flips": test_time_flips,
         "adapt_norm": adapt_norm,
+        "adapt_norm_priors": list(adapt_norm_priors) if adapt_norm else [],
         "reused": reused,
         "target_spacing": plan_json["plan"]["target_spacing"],
         "output_patch": plan_json["output_patch_size"],
@@ -171,6 +176,9 @@ def main() -> None:
                         "the flips along the axes training flips (keys *_flips)")  # fmt: skip
     parser.add_argument("--adapt_norm", action="store_true", help="also evaluate every checkpoint with the "
                         "BatchNorm statistics measured on the test image (keys *_adapted)")  # fmt: skip
+    parser.add_argument("--adapt_norm_priors", type=float, nargs="+", default=[0.0], help="with --adapt_norm, the "
+                        "weights of the trained statistics to evaluate (--adapt_norm_prior; keys *_adapted for 0, "
+                        "*_adapted_priorP for P)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="evaluate only, where --work already holds a "
                         "direction's plan.json and models/last.pt")  # fmt: skip
@@ -196,6 +204,7 @@ def main() -> None:
             args.adapt_norm,
             args.reuse,
             args.batch_size,
+            tuple(args.adapt_norm_priors),
         )
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -27,8 +27,10 @@ def test_adapt_norm_wraps_the_prediction_and_measures_on_the_plain_tiles(tmp_pat
     parser = ConfigParser()
     parser.read_config([str(REPO / "bundles/unet/inference.json")])
     parser.update({"bundle_root": str(tmp_path), "adapt_norm": True, "test_time_flips": flips})
-    inferer = parser.get_parsed_content("inferer")
-    assert isinstance(inferer, BatchNormAdaptInferer)
+    assert parser.get_parsed_content("inferer").prior == 0.0  # the measured statistics alone by default
+    parser["adapt_norm_prior"] = 0.5
+    inferer = parser.get_parsed_content("inferer", lazy=False)
+    assert isinstance(inferer, BatchNormAdaptInferer) and inferer.prior == 0.5
     assert isinstance(inferer.inferer, FlipEnsembleInferer) == flips
     assert inferer.stats_inferer is parser.get_parsed_content("tile_inferer")
 

@@ -37,6 +37,34 @@ def test_statistics_are_the_inputs_own():
     torch.testing.assert_close(out, (y - mean) / torch.sqrt(var + net[1].eps), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("prior", [0.25, 0.5, 0.9])
+def test_a_prior_mixes_trained_and_measured_statistics(prior):
+    """``prior``: eval mode normalises by ``prior * trained + (1 - prior) * measured`` mean and variance; the trained
+    statistics come back after the call."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(1, 2, 1, bias=False), nn.BatchNorm3d(2)).eval()
+    with torch.no_grad():
+        net[1].running_mean.copy_(torch.tensor([1.0, -3.0]))
+        net[1].running_var.copy_(torch.tensor([0.5, 7.0]))
+    trained = {k: v.clone() for k, v in net[1].state_dict().items()}
+    x = torch.randn(1, 1, 5, 6, 7) * 3 + 10
+    with torch.no_grad():
+        out = BatchNormAdaptInferer(prior=prior)(x, net)
+        y = net[0](x)
+    mean = prior * trained["running_mean"] + (1 - prior) * y.mean(dim=(0, 2, 3, 4))
+    var = prior * trained["running_var"] + (1 - prior) * y.var(dim=(0, 2, 3, 4), unbiased=True)
+    expected = (y - mean.view(1, 2, 1, 1, 1)) / torch.sqrt(var.view(1, 2, 1, 1, 1) + net[1].eps)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    for name, value in net[1].state_dict().items():
+        torch.testing.assert_close(value, trained[name])
+
+
+@pytest.mark.parametrize("prior", [-0.1, 1.0])
+def test_a_prior_outside_zero_to_one_is_refused(prior):
+    with pytest.raises(ValueError, match=r"--adapt_norm_prior.*\[0, 1\)"):
+        BatchNormAdaptInferer(prior=prior)
+
+
 def test_adapted_prediction_ignores_an_affine_intensity_change():
     """A valid-padding net's first convolution turns ``a * x + b`` into a per-channel affine map of its output, which
     statistics measured on the input remove: the adapted prediction is the same for both images, the trained

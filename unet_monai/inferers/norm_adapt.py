@@ -56,16 +56,25 @@ class BatchNormAdaptInferer(Inferer):
         stats_inferer: the pass that gathers the statistics (default: ``inferer``). Give the plain tile inferer when
             ``inferer`` is a flip ensemble: one pass over the tiles measures the same statistics in 1 / (number of
             flips) of the time.
+        prior: the weight of the trained statistics in the ones used, ``prior * trained + (1 - prior) * measured``
+            for each layer's mean and variance (Schneider et al., "Improving robustness against common corruptions
+            by covariate shift adaptation", 2020); 0 (default) uses the measured statistics alone.
 
     Raises:
+        ValueError: ``prior`` outside [0, 1).
         ValueError (on call): the network has no BatchNorm with running statistics (no norm or InstanceNorm,
             which already normalise each patch with its own statistics).
     """
 
-    def __init__(self, inferer: Inferer | None = None, stats_inferer: Inferer | None = None) -> None:
+    def __init__(
+        self, inferer: Inferer | None = None, stats_inferer: Inferer | None = None, prior: float = 0.0
+    ) -> None:
         super().__init__()
+        if not 0.0 <= prior < 1.0:
+            raise ValueError(f"prior (--adapt_norm_prior) is the trained statistics' weight, in [0, 1); got {prior}.")
         self.inferer = inferer if inferer is not None else SimpleInferer()
         self.stats_inferer = stats_inferer if stats_inferer is not None else self.inferer
+        self.prior = prior
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not isinstance(network, nn.Module):
@@ -87,6 +96,9 @@ class BatchNormAdaptInferer(Inferer):
             network.train()
             with torch.no_grad():
                 self.stats_inferer(inputs, _OneByOne(network), *args, **kwargs)
+                for m, _, buffers in saved:
+                    for name in ("running_mean", "running_var"):
+                        getattr(m, name).lerp_(buffers[name], self.prior)
             for module, training in modes:
                 module.train(training)
             return self.inferer(inputs, network, *args, **kwargs)
