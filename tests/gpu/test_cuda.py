@@ -61,13 +61,14 @@ def test_overlap_tile_inference_on_the_gpu_equals_the_cpu() -> None:
     assert (bf16 == cpu).float().mean() > 0.95
 
 
-def test_batch_norm_adaptation_on_the_gpu_equals_the_cpu() -> None:
-    """Test-time BatchNorm adaptation of a BatchNorm net: the same labels on the GPU as on the CPU, and the trained
-    statistics back on the device afterwards."""
+@pytest.mark.parametrize("prior", [0.0, 0.5])
+def test_batch_norm_adaptation_on_the_gpu_equals_the_cpu(prior: float) -> None:
+    """Test-time BatchNorm adaptation of a BatchNorm net (the measured statistics alone, and half the trained ones
+    kept): the same labels on the GPU as on the CPU, and the trained statistics back on the device afterwards."""
     torch.manual_seed(0)
     net = PaperUNet(3, 1, 2, features=(4, 8, 16), norm="batch").eval()
     volume = torch.randn(1, 1, 50, 61, 37) * 2 + 1
-    adapt = BatchNormAdaptInferer(OverlapTileInferer(24, sw_batch_size=2, output="argmax"))
+    adapt = BatchNormAdaptInferer(OverlapTileInferer(24, sw_batch_size=2, output="argmax"), prior=prior)
     with torch.no_grad():
         cpu = adapt(volume, net)
         trained = {k: v.clone() for k, v in net.cuda().state_dict().items()}
