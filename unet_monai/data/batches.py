@@ -37,9 +37,10 @@ def full_batches(num_cases: int, batch_size: int) -> int:
 class FullBatchDistributedSampler(DistributedSampler):
     """torch's ``DistributedSampler`` whose every rank draws whole batches of ``batch_size`` per pass.
 
-    Each rank draws ``full_batches(ceil(N / num_replicas), batch_size)`` indices. The pass is a run of seeded
-    permutations of the ``N`` cases (permutation ``i`` of epoch ``e`` from seed ``seed + e``), cut to
-    ``num_replicas`` times that length and dealt out rank by rank as torch does (``indices[rank::num_replicas]``).
+    Each rank draws ``full_batches(ceil(N / num_replicas), batch_size)`` indices. The pass is a run of
+    permutations of the ``N`` cases drawn from one generator seeded with ``seed + epoch`` (the same on every rank),
+    cut to ``num_replicas`` times that length and dealt out rank by rank as torch does
+    (``indices[rank::num_replicas]``).
     Where ``N`` is a multiple of ``num_replicas * batch_size`` that is one permutation, exactly torch's
     ``DistributedSampler(shuffle=True)``; otherwise the pass is filled from the next permutation instead of
     repeating the first cases, and no batch is short. ``set_epoch`` (MONAI's workflows call it) reshuffles.
