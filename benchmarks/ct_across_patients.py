@@ -22,7 +22,10 @@ training flips (keys ``*_flips``), and with ``--adapt_norm`` each of those again
 measured on the test image (``--adapt_norm True``, keys ``*_adapted``; ``--adapt_norm_priors 0 0.5`` evaluates each
 prior weight of the trained statistics, keys ``*_adapted`` for 0 and ``*_adapted_prior0.5``). ``--reuse`` skips
 planning and training where the work folder already holds a direction's ``plan.json`` and ``models/last.pt`` (to
-evaluate a finished run again). ``--batch_size 1`` trains on one patch per step instead of the plan's batch (2):
+evaluate a finished run again). ``--sparse_k K`` trains on a sparse annotation, the fully automated mode of the 3D
+U-Net paper: the training label (for the TotalSegmentator CT first reduced to spleen = 1 on disk) keeps K slices per
+axis through the spleen (``write_sparse_datalist``), every other voxel the ignore value, and planning and training
+read that datalist. ``--batch_size 1`` trains on one patch per step instead of the plan's batch (2):
 every run in BENCHMARKS.md before 2026-12-06 evening did, because the one training case filled only one slot per
 batch then.
 Prints one row per direction with the wall times; ``--json`` writes them too::
@@ -30,7 +33,7 @@ Prints one row per direction with the wall times; ``--json`` writes them too::
     .venv/bin/python benchmarks/ct_across_patients.py --minutes 12 [--directions ts_to_msd msd_to_ts] \\
         [--overlay bundles/unet/ct_window.json] [--train_overlay bundles/unet/small_fov.json] [--seed 0] \\
         [--final_lr_fraction 0.02] [--ema_momentum 0.002] [--batch_size 1] [--test_time_flips] [--adapt_norm] \\
-        [--adapt_norm_priors 0 0.5] [--work DIR [--reuse]] [--json out.json]
+        [--adapt_norm_priors 0 0.5] [--sparse_k 4] [--work DIR [--reuse]] [--json out.json]
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ import shlex
 import tempfile
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 from bundle_step import run_bundle_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +62,45 @@ DIRECTIONS = {
     "ts_to_msd": (TS, TS_LABELS, MSD, None, "validation"),
     "msd_to_ts": (MSD, None, TS, TS_LABELS, "training"),
 }
+
+
+def binary_datalist(manifest: Path, out_dir: Path, value: int) -> Path:
+    """``manifest`` with every label reduced on disk to ``label == value`` (uint8, the same affine and header) under
+    ``out_dir``, images and labels by absolute path; returns the new datalist."""
+    from unet_monai.io import load_manifest
+
+    source = json.loads(manifest.read_text())
+    written = {key: source[key] for key in ("name", "tensorImageSize", "modality", "labels")}
+    written["description"] = f"{manifest.name}, every label reduced to label == {value} (binary_datalist)"
+    for split in ("training", "validation"):
+        items = []
+        for item in load_manifest(manifest, split):
+            label = nib.load(item["label"])
+            path = out_dir / split / Path(item["label"]).name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            binary = (np.asanyarray(label.dataobj) == value).astype(np.uint8)
+            nib.save(nib.Nifti1Image(binary, label.affine, label.header), str(path))
+            items.append({**item, "label": str(path)})
+        written[split] = items
+    path = out_dir / "datalist.json"
+    path.write_text(json.dumps(written, indent=2) + "\n")
+    return path
+
+
+def sparse_training_list(name: str, root: Path, k: int) -> tuple[Path, float]:
+    """The direction's training datalist with ``k`` annotated slices per axis through the spleen, every other voxel
+    the ignore value (the validation split keeps its dense label), under ``root/sparse``; returns it and the annotated
+    fraction of the training volume's voxels."""
+    from unet_monai.data import write_sparse_datalist
+    from unet_monai.io import load_manifest
+
+    train_list, train_overlay = DIRECTIONS[name][:2]
+    if train_overlay is not None:  # the 117-class TotalSegmentator map: spleen is value 1
+        train_list = binary_datalist(train_list, root / "binary", value=1)
+    sparse = write_sparse_datalist(train_list, root / "sparse", k)
+    (item,) = load_manifest(sparse, "training")
+    annotated = 1.0 - float(np.mean(np.asanyarray(nib.load(item["label"]).dataobj) == 255))
+    return sparse, round(annotated, 4)
 
 
 def run_direction(
@@ -76,6 +120,7 @@ def run_direction(
     reuse: bool = False,
     batch_size: int | None = None,
     adapt_norm_priors: tuple[float, ...] = (0.0,),
+    sparse_k: int | None = None,
 ) -> dict[str, object]:
     """Plan (with the extra planning flags ``plan_args``), train and evaluate one direction in ``root``, with the
     overlays ``extra`` after the plan (and ``train_extra`` in training only); evaluates model.pt, last.pt and, with
@@ -83,12 +128,16 @@ def run_direction(
     ``test_time_flips`` each also averaged over the flips of inference.json's ``test_time_flip_axes``, and with
     ``adapt_norm`` each also with test-time BatchNorm adaptation, once per prior of ``adapt_norm_priors``); with
     ``reuse``, a direction whose plan and last checkpoint are already in ``root`` is evaluated only (its plan and
-    train times are then 0); ``batch_size`` overrides the plan's patches per training step. Returns the row
+    train times are then 0); ``batch_size`` overrides the plan's patches per training step; ``sparse_k`` trains on
+    ``k`` annotated slices per axis (``sparse_training_list``). Returns the row
     (times in s, ``evaluate_s`` all evaluations together; Dice, IoU, HD95 in mm)."""
     train_list, train_overlay, test_list, test_overlay, test_split = DIRECTIONS[name]
     root.mkdir(parents=True, exist_ok=True)
     plan = root / "plan.json"
     label_overlays = [train_overlay] if train_overlay else []
+    annotated = 1.0
+    if sparse_k:
+        (train_list, annotated), label_overlays = sparse_training_list(name, root, sparse_k), []
     reused = reuse and plan.is_file() and (root / "models" / "last.pt").is_file()
     plan_s = 0.0 if reused else run_bundle_cli(
         "planning", [BUNDLE / "plan.json", *label_overlays], root, "--manifest", str(train_list),
@@ -142,6 +191,8 @@ def run_direction(
         "test_time_flips": test_time_flips,
         "adapt_norm": adapt_norm,
         "adapt_norm_priors": list(adapt_norm_priors) if adapt_norm else [],
+        "sparse_k": sparse_k,
+        "annotated": annotated,
         "reused": reused,
         "target_spacing": plan_json["plan"]["target_spacing"],
         "output_patch": plan_json["output_patch_size"],
@@ -179,6 +230,8 @@ def main() -> None:
     parser.add_argument("--adapt_norm_priors", type=float, nargs="+", default=[0.0], help="with --adapt_norm, the "
                         "weights of the trained statistics to evaluate (--adapt_norm_prior; keys *_adapted for 0, "
                         "*_adapted_priorP for P)")  # fmt: skip
+    parser.add_argument("--sparse_k", type=int, default=None, help="train on K annotated slices per axis of the "
+                        "training label, the rest ignored (default: the dense label)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="evaluate only, where --work already holds a "
                         "direction's plan.json and models/last.pt")  # fmt: skip
@@ -205,6 +258,7 @@ def main() -> None:
             args.reuse,
             args.batch_size,
             tuple(args.adapt_norm_priors),
+            args.sparse_k,
         )
         rows.append(row)
         print(json.dumps(row), flush=True)
