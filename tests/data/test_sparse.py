@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from unet_monai.data import slice_affine, slice_positions, sparsify_label, write_slice_datalist, write_sparse_datalist
+from unet_monai.data import (
+    annotated_positions,
+    slice_affine,
+    slice_positions,
+    sparsify_label,
+    write_slice_datalist,
+    write_sparse_datalist,
+)
 from unet_monai.io import load_manifest
 from unet_monai.io.manifest import manifest_ignore_label
 
@@ -198,6 +207,134 @@ def test_non_nifti_label_refused(tmp_path, write_nifti):
         write_sparse_datalist(manifest, tmp_path / "out", k=1)
 
 
+def drawn_label(shape=(20, 16, 12), slices=(4, 7)) -> np.ndarray:
+    """An annotator's label file: the organ drawn on a few axial slices (axis 2), 0 everywhere else."""
+    label = np.zeros(shape, dtype=np.uint8)
+    for z in slices:
+        label[5:12, 3:9, z] = 1
+        label[6:8, 4:6, z] = 2
+    return label
+
+
+def write_annotated_datalist(folder: Path, annotated: list[object]) -> Path:
+    """A datalist of two annotator's label files, entry i with ``annotated_slices`` ``annotated[i]`` (None: no key)."""
+    affine = np.array([[0.8, 0, 0, -10.0], [0, -0.8, 0, 20.0], [0, 0, 5.0, 3.0], [0, 0, 0, 1]])
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, slices in enumerate(annotated):
+        label = drawn_label(slices=(4 + i, 7))
+        nib.save(
+            nib.Nifti1Image(np.random.default_rng(i).random(label.shape, dtype=np.float32), affine),
+            folder / f"{i}.nii.gz",
+        )
+        nib.save(nib.Nifti1Image(label, affine), folder / f"{i}_seg.nii.gz")
+        entries.append({"image": f"{i}.nii.gz", "label": f"{i}_seg.nii.gz", "case_id": f"case{i}"})
+        if slices is not None:
+            entries[-1]["annotated_slices"] = slices
+    path = folder / "annotated.json"
+    labels = {"0": "background", "1": "spleen", "2": "vessel"}
+    path.write_text(json.dumps({"name": "drawn", "labels": labels, "training": entries}))
+    return path
+
+
+def test_annotated_positions_lists_and_drawn():
+    label = drawn_label(slices=(4, 7))
+    assert annotated_positions(label, {"2": [9, 4, 7, 4]}) == {2: [4, 7, 9]}  # sorted, once each
+    assert annotated_positions(label, {"2": "drawn"}) == {2: [4, 7]}  # a slice without foreground is not seen
+    assert annotated_positions(label, {"2": "drawn", "0": [3]}) == {2: [4, 7], 0: [3]}
+
+
+@pytest.mark.parametrize(
+    "annotated,match",
+    [
+        ({}, "must map axes to slice indices"),
+        ([4, 7], "must map axes to slice indices"),
+        ({"3": [1]}, "keys must be axes of the 3D label"),
+        ({"z": [1]}, "keys must be axes of the 3D label"),
+        ({"2": []}, re.escape("annotated_slices[2] must be a non-empty list")),
+        ({"2": [1.5]}, re.escape("annotated_slices[2] must be a non-empty list")),
+        ({"2": "all"}, re.escape("annotated_slices[2] must be a non-empty list")),
+        ({"1": "drawn", "2": "drawn"}, "'drawn' for one axis only"),
+    ],
+    ids=["empty", "not-a-mapping", "axis-3", "axis-name", "no-slices", "float", "word", "drawn-twice"],
+)
+def test_annotated_positions_errors(annotated, match):
+    with pytest.raises(ValueError, match=match):
+        annotated_positions(drawn_label(), annotated)
+
+
+def test_annotated_positions_drawn_on_an_empty_label():
+    with pytest.raises(ValueError, match="'drawn' but the label has no foreground"):
+        annotated_positions(np.zeros((4, 4, 4), dtype=np.uint8), {"2": "drawn"})
+
+
+def test_write_sparse_datalist_from_the_annotators_slices(tmp_path):
+    # entry 0 names slice 9 too: labelled, background only; entry 1 lets the drawn slices be found
+    manifest = write_annotated_datalist(tmp_path / "in", [{"2": [4, 7, 9]}, {"2": "drawn"}])
+    path = write_sparse_datalist(manifest, tmp_path / "sparse", k=None)
+    data = json.loads(path.read_text())
+    assert data["name"] == "drawn_sparse" and data["ignore_label"] == IGNORE
+    assert data["sparse"]["k"] is None and data["sparse"]["axes"] is None
+    assert data["sparse"]["annotated_slices"] == {
+        "labels/training/0_seg.nii.gz": {"2": [4, 7, 9]},
+        "labels/training/1_seg.nii.gz": {"2": [5, 7]},
+    }
+    assert all("annotated_slices" not in entry for entry in data["training"])  # now in the label itself
+    for i, (item, kept) in enumerate(zip(load_manifest(path), ([4, 7, 9], [5, 7]))):
+        original = nib.load(tmp_path / "in" / f"{i}_seg.nii.gz")
+        written = nib.load(item["label"])
+        np.testing.assert_array_equal(written.affine, original.affine)
+        dense, sparse = np.asanyarray(original.dataobj), np.asanyarray(written.dataobj)
+        for z in range(dense.shape[2]):
+            expected = dense[:, :, z] if z in kept else np.full(dense.shape[:2], IGNORE)
+            np.testing.assert_array_equal(sparse[:, :, z], expected)
+
+
+@pytest.mark.parametrize(
+    "annotated,match",
+    [
+        ([{"2": [4, 7]}, None], r"annotated\.json: training\[1\] must name its annotated slices"),
+        (
+            [{"2": [4, 12]}, {"2": [5]}],
+            r"training\[0\] label .*0_seg\.nii\.gz: positions\[2\] must be slice indices in 0\.\.11",
+        ),
+        (
+            [{"2": [4]}, {"0": "drawn", "2": "drawn"}],
+            r"training\[1\] label .*1_seg\.nii\.gz: .*'drawn' for one axis only",
+        ),
+    ],
+    ids=["missing", "outside-the-volume", "drawn-twice"],
+)
+def test_write_sparse_datalist_from_annotated_slices_names_the_entry(tmp_path, annotated, match):
+    manifest = write_annotated_datalist(tmp_path / "in", annotated)
+    with pytest.raises(ValueError, match=match):
+        write_sparse_datalist(manifest, tmp_path / "sparse", k=None)
+    assert not (tmp_path / "sparse" / "datalist.json").exists()
+
+
+def test_command_line(tmp_path):
+    manifest = write_annotated_datalist(tmp_path / "in", [{"2": [4, 7, 9]}, {"2": "drawn"}])
+    run = [sys.executable, "-m", "unet_monai.data.sparse", "--manifest", str(manifest)]
+    proc = subprocess.run([*run, "--out_dir", str(tmp_path / "own")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "labels/training/0_seg.nii.gz: axis 2: [4, 7, 9]" in proc.stdout
+    assert "labels/training/1_seg.nii.gz: axis 2: [5, 7]" in proc.stdout
+    assert load_manifest(tmp_path / "own" / "datalist.json")[0]["label"].endswith("0_seg.nii.gz")
+    dense = write_dense_datalist(tmp_path / "dense")
+    proc = subprocess.run(
+        [sys.executable, "-m", "unet_monai.data.sparse", "--manifest", str(dense), "--out_dir", str(tmp_path / "k2"),
+         "--k", "2", "--axes", "0", "2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "k2" / "datalist.json").read_text())
+    assert data["sparse"]["k"] == 2 and data["sparse"]["axes"] == [0, 2]
+    proc = subprocess.run(
+        [*run, "--out_dir", str(tmp_path / "bad"), "--ignore_label", "1"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0 and "ignore_index must not be a class" in proc.stderr
+
+
 @pytest.mark.skipif(not SPLEEN.is_dir(), reason=f"shared MSD spleen crop not found at {SPLEEN}")
 @pytest.mark.parametrize("k", [1, 4], ids=["k1", "k4"])
 def test_msd_spleen_crop_sparse_label(tmp_path, k):
@@ -263,3 +400,30 @@ def test_write_slice_datalist_refuses_a_dense_datalist(tmp_path):
     dense = write_dense_datalist(tmp_path / "dense")
     with pytest.raises(ValueError, match=re.escape(f"{dense} must be a sparse datalist written by write_sparse")):
         write_slice_datalist(dense, tmp_path / "slices")
+
+
+@pytest.mark.skipif(not SPLEEN.is_dir(), reason=f"shared MSD spleen crop not found at {SPLEEN}")
+def test_msd_spleen_crop_drawn_on_three_axial_slices(tmp_path):
+    """The manual label as an annotator who drew the spleen on axial slices 8 and 15 and checked slice 24 (no
+    spleen) would save it: 0 elsewhere. The sparse label keeps exactly those slices of the manual label."""
+    original = nib.load(SPLEEN / "sub-spleen2_ct_seg-manual.nii.gz")
+    dense = np.asanyarray(original.dataobj)
+    drawn = np.zeros_like(dense)
+    drawn[:, :, [8, 15, 24]] = dense[:, :, [8, 15, 24]]
+    assert not drawn[:, :, 24].any()
+    nib.save(nib.Nifti1Image(drawn, original.affine, original.header), tmp_path / "drawn.nii.gz")
+    entry = {"image": str(SPLEEN / "sub-spleen2_ct.nii.gz"), "label": str(tmp_path / "drawn.nii.gz")}
+    manifest = tmp_path / "annotated.json"
+    for slices, kept in (([8, 15, 24], [8, 15, 24]), ("drawn", [8, 15])):
+        manifest.write_text(
+            json.dumps(
+                {
+                    "labels": {"0": "background", "1": "spleen"},
+                    "training": [{**entry, "annotated_slices": {"2": slices}}],
+                }
+            )
+        )
+        (item,) = load_manifest(write_sparse_datalist(manifest, tmp_path / f"sparse_{len(kept)}", k=None))
+        written = nib.load(item["label"])
+        np.testing.assert_allclose(written.affine, original.affine, atol=1e-6)
+        np.testing.assert_array_equal(np.asanyarray(written.dataobj), sparsify_label(dense, 1, positions={2: kept}))

@@ -1,14 +1,20 @@
-"""Sparse annotation from dense labels: keep a few orthogonal slices, set every other voxel to the ignore value.
+"""Sparse annotation: keep a few orthogonal slices of a label, set every other voxel to the ignore value.
 
 Cicek et al. (2016), the 3D U-Net paper, train on volumes in which an annotator labelled only a few orthogonal
 slices; the unlabelled voxels get weight 0 in the loss. This makes such label maps from dense ones, for experiments
-and tests: ``sparsify_label`` for one array, ``write_sparse_datalist`` for a whole datalist (NIfTI label files with
-the original affine and header, and a datalist JSON with ``ignore_label`` set, which ``PixelWeightedCELoss`` and
-``case_scores`` take as ``ignore_index``).
+and tests (``k`` slices per axis), and from an annotator's own label files, in which the slices left unlabelled read
+0 like the background (each datalist entry names its annotated slices): ``sparsify_label`` for one array,
+``write_sparse_datalist`` for a whole datalist (NIfTI label files with the original affine and header, and a
+datalist JSON with ``ignore_label`` set, which ``PixelWeightedCELoss`` and ``case_scores`` take as
+``ignore_index``), also from the command line::
+
+    python -m unet_monai.data.sparse --manifest dense.json --out_dir sparse/ --k 4
+    python -m unet_monai.data.sparse --manifest annotated.json --out_dir sparse/   # entries name their slices
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -21,9 +27,17 @@ import numpy as np
 from unet_monai.io.atomic import atomic_path
 from unet_monai.io.manifest import load_manifest, manifest_ignore_label, manifest_labels
 
-__all__ = ["slice_affine", "slice_positions", "sparsify_label", "write_slice_datalist", "write_sparse_datalist"]
+__all__ = [
+    "annotated_positions",
+    "slice_affine",
+    "slice_positions",
+    "sparsify_label",
+    "write_slice_datalist",
+    "write_sparse_datalist",
+]
 
 DEFAULT_IGNORE = 255
+ANNOTATED_KEY = "annotated_slices"  # a datalist entry's own annotated slices: {"2": [40, 55, 70]} or {"2": "drawn"}
 
 
 def _check_axes(axes: Sequence[int], ndim: int) -> list[int]:
@@ -86,6 +100,65 @@ def slice_positions(
     return positions
 
 
+def annotated_positions(
+    label: np.ndarray, annotated: Mapping[str | int, Sequence[int] | str], ignore_index: int = DEFAULT_IGNORE
+) -> dict[int, list[int]]:
+    """The slices an annotator labelled, as a datalist entry's ``annotated_slices`` names them.
+
+    ``annotated`` maps an axis of the label file's array (``"0"``, ``"1"``, ``"2"``) to the indices of its labelled
+    slices (voxels, from 0), or to ``"drawn"``: the slices along that axis holding any foreground (neither 0 nor
+    ``ignore_index``). ``"drawn"`` cannot see a labelled slice without foreground, and along one axis only: slices
+    drawn along another axis put foreground into every slice they cross.
+
+    Args:
+        label: integer label map ``(H, W[, D])``.
+        annotated: axis -> slice indices or ``"drawn"``.
+        ignore_index: the ignore value, not counted as foreground.
+
+    Returns:
+        axis -> sorted slice indices, for ``sparsify_label(positions=...)``.
+
+    Raises:
+        ValueError: ``annotated`` is empty or not a mapping, an axis is not one of the label's, ``"drawn"`` is used
+            for several axes or finds no slice, or the indices are not a list of integers.
+    """
+    label = np.asarray(label)
+    if not isinstance(annotated, Mapping) or not annotated:
+        raise ValueError(
+            f"{ANNOTATED_KEY} must map axes to slice indices or 'drawn', e.g. {{\"2\": [40, 55, 70]}}, "
+            f"got {annotated!r}."
+        )
+    try:
+        axes = _check_axes([int(axis) for axis in annotated], label.ndim)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{ANNOTATED_KEY} keys must be axes of the {label.ndim}D label: {err}") from err
+    drawn = [axis for axis, value in zip(axes, annotated.values()) if value == "drawn"]
+    if len(drawn) > 1:
+        raise ValueError(
+            f"{ANNOTATED_KEY} may say 'drawn' for one axis only (slices along another axis put foreground into every "
+            f"slice they cross), got it for axes {drawn}; list the slice indices instead."
+        )
+    positions: dict[int, list[int]] = {}
+    for axis, value in zip(axes, annotated.values()):
+        if value == "drawn":
+            others = tuple(a for a in range(label.ndim) if a != axis)
+            found = np.flatnonzero(((label != 0) & (label != ignore_index)).any(axis=others))
+            if not found.size:
+                raise ValueError(f"{ANNOTATED_KEY}[{axis}] is 'drawn' but the label has no foreground voxel.")
+            positions[axis] = [int(i) for i in found]
+        elif (
+            isinstance(value, (list, tuple))
+            and value
+            and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in value)
+        ):
+            positions[axis] = sorted({int(i) for i in value})
+        else:
+            raise ValueError(
+                f"{ANNOTATED_KEY}[{axis}] must be a non-empty list of slice indices or 'drawn', got {value!r}."
+            )
+    return positions
+
+
 def sparsify_label(
     label: np.ndarray,
     k: int,
@@ -142,7 +215,7 @@ def sparsify_label(
 def write_sparse_datalist(
     manifest_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    k: int,
+    k: int | None,
     axes: Sequence[int] = (0, 1, 2),
     ignore_index: int | None = None,
     seed: int | None = None,
@@ -153,7 +226,8 @@ def write_sparse_datalist(
     """Sparsify every label of a datalist's ``splits`` and write a datalist that points at the sparse labels.
 
     Each label file (NIfTI) of those splits becomes ``out_dir/labels/<split>/<file name>`` (``sparsify_label``
-    with ``k``, ``axes``, ``seed``), written with the original affine and header. The new datalist
+    with ``k``, ``axes``, ``seed``; with ``k`` None, the slices the entry's own ``annotated_slices`` names, see
+    :func:`annotated_positions`), written with the original affine and header. The new datalist
     ``out_dir/<name>`` keeps the source's ``labels``, ``modality`` and other top-level entries, sets
     ``ignore_label``, lists the images by absolute path and the sparse labels relative to ``out_dir``, copies the
     other splits (e.g. ``validation`` with its dense labels, for scoring) with absolute paths, and records under
@@ -163,7 +237,8 @@ def write_sparse_datalist(
     Args:
         manifest_path: the dense datalist.
         out_dir: where the labels and the datalist go (created).
-        k, axes, seed: see :func:`sparsify_label`.
+        k, axes, seed: see :func:`sparsify_label`; ``k`` None: every entry of ``splits`` names its annotated slices
+            (``"annotated_slices": {"2": [40, 55, 70]}``), and ``axes`` and ``seed`` are not used.
         ignore_index: the ignore value; None: the datalist's own (``manifest_ignore_label``), else 255.
         splits: the labelled splits to sparsify.
         data_root: where the source datalist's paths start, overriding its ``data_root``.
@@ -175,7 +250,8 @@ def write_sparse_datalist(
     Raises:
         FileNotFoundError: the datalist or a file it names is missing.
         ValueError: the ignore value differs from the datalist's own or is one of its named classes; a label is not
-            a single NIfTI file; as ``load_manifest`` and ``sparsify_label``.
+            a single NIfTI file; with ``k`` None, an entry without ``annotated_slices`` or with slices its label does
+            not have; as ``load_manifest``, ``sparsify_label`` and ``annotated_positions`` (each naming the entry).
     """
     manifest_path = Path(manifest_path)
     own = manifest_ignore_label(manifest_path)
@@ -193,7 +269,7 @@ def write_sparse_datalist(
     source = json.loads(manifest_path.read_text(encoding="utf-8"))
     out_dir = Path(out_dir)
     out: dict = {key: value for key, value in source.items() if not isinstance(value, list) and key != "data_root"}
-    out["name"] = f"{source.get('name', manifest_path.stem)}_sparse_k{k}"
+    out["name"] = f"{source.get('name', manifest_path.stem)}_sparse" + (f"_k{k}" if k is not None else "")
     out["ignore_label"] = ignore
     lists = [key for key, value in source.items() if isinstance(value, list)]
     if not splits or not set(splits) <= set(lists):
@@ -220,8 +296,8 @@ def write_sparse_datalist(
     out["sparse"] = {
         "source": str(manifest_path.resolve()),
         "k": k,
-        "axes": [int(a) for a in axes],
-        "seed": seed,
+        "axes": [int(a) for a in axes] if k is not None else None,
+        "seed": seed if k is not None else None,
         "annotated_slices": annotated,
     }
     path = out_dir / name
@@ -235,15 +311,21 @@ def _sparsify_item(
     entry: str,
     folder: Path,
     out_dir: Path,
-    k: int,
+    k: int | None,
     axes: Sequence[int],
     ignore: int,
     seed: int | None,
     annotated: dict[str, dict[str, list[int]]],
 ) -> dict:
     """One datalist entry (named ``entry`` in errors) with its label replaced by a sparse copy under
-    ``out_dir/folder``; the new label path is relative to ``out_dir``, the datalist's folder."""
+    ``out_dir/folder`` (``k`` slices per axis, or with ``k`` None the entry's own ``annotated_slices``, which the
+    written entry no longer carries); the new label path is relative to ``out_dir``, the datalist's folder."""
     source = item["label"]
+    if k is None and ANNOTATED_KEY not in item:
+        raise ValueError(
+            f"{entry} must name its annotated slices ({ANNOTATED_KEY!r}: axis -> slice indices, e.g. "
+            f'{{"2": [40, 55, 70]}}, or "drawn") when no k is given; its keys are {sorted(item)}.'
+        )
     if not isinstance(source, str) or not source.endswith((".nii", ".nii.gz")):
         raise ValueError(f"{entry} label must be one NIfTI file (.nii, .nii.gz), got {source!r}.")
     image = nib.load(source)
@@ -251,8 +333,11 @@ def _sparsify_item(
         raise ValueError(f"{entry} label must be one NIfTI file (.nii, .nii.gz), got {source!r}.")
     dense = np.asanyarray(image.dataobj)
     try:
-        positions = slice_positions(dense, k, axes, ignore, seed)
-        sparse = sparsify_label(dense, k, ignore_index=ignore, positions=positions)
+        if k is None:
+            positions = annotated_positions(dense, item[ANNOTATED_KEY], ignore)
+        else:
+            positions = slice_positions(dense, k, axes, ignore, seed)
+        sparse = sparsify_label(dense, 1, ignore_index=ignore, positions=positions)
     except ValueError as err:
         raise ValueError(f"{entry} label {source}: {err}") from err
     relative = folder / Path(source).name
@@ -268,7 +353,7 @@ def _sparsify_item(
     with atomic_path(out_dir / relative, suffix=suffix) as tmp:
         nib.save(out, str(tmp))
     annotated[relative.as_posix()] = {str(axis): indices for axis, indices in positions.items()}
-    return {**item, "label": relative.as_posix()}
+    return {**{key: value for key, value in item.items() if key != ANNOTATED_KEY}, "label": relative.as_posix()}
 
 
 def slice_affine(affine: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -375,3 +460,35 @@ def write_slice_datalist(
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m unet_monai.data.sparse``: ``write_sparse_datalist`` from the command line."""
+    parser = argparse.ArgumentParser(
+        description="Write a sparse datalist: labels with only some slices annotated, every other voxel the ignore "
+        "value.",
+        prog="python -m unet_monai.data.sparse",
+    )
+    parser.add_argument("--manifest", required=True, help="the datalist JSON whose labels to sparsify")
+    parser.add_argument("--out_dir", required=True, help="folder for the sparse labels and datalist.json")
+    parser.add_argument("--k", type=int, default=None, help="keep k slices per axis of each dense label (default: "
+                        f"each entry names its annotated slices, {ANNOTATED_KEY!r})")  # fmt: skip
+    parser.add_argument("--axes", type=int, nargs="+", default=[0, 1, 2], help="with --k: the axes to cut along")
+    parser.add_argument("--seed", type=int, default=None, help="with --k: random slices (default: evenly spaced)")
+    parser.add_argument("--ignore_label", type=int, default=None, help="the ignore value (default: the datalist's "
+                        f"own, else {DEFAULT_IGNORE})")  # fmt: skip
+    parser.add_argument("--splits", nargs="+", default=["training"], help="the datalist lists to sparsify")
+    parser.add_argument("--data_root", default=None, help="where the datalist's paths start (default: its own)")
+    args = parser.parse_args(argv)
+    path = write_sparse_datalist(
+        args.manifest, args.out_dir, args.k, args.axes, args.ignore_label, args.seed, args.splits, args.data_root
+    )
+    written = json.loads(path.read_text(encoding="utf-8"))["sparse"]["annotated_slices"]
+    for label, positions in written.items():
+        kept = ", ".join(f"axis {axis}: {indices}" for axis, indices in positions.items())
+        print(f"{label}: {kept}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
