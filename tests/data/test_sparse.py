@@ -312,6 +312,13 @@ def test_write_sparse_datalist_from_annotated_slices_names_the_entry(tmp_path, a
     assert not (tmp_path / "sparse" / "datalist.json").exists()
 
 
+def test_k_refused_for_an_annotators_datalist(tmp_path):
+    manifest = write_annotated_datalist(tmp_path / "in", [None, {"2": [4, 7]}])
+    with pytest.raises(ValueError, match=r"training\[1\] names its annotated slices .* give no k"):
+        write_sparse_datalist(manifest, tmp_path / "sparse", k=2)
+    assert not (tmp_path / "sparse" / "datalist.json").exists()
+
+
 def test_command_line(tmp_path):
     manifest = write_annotated_datalist(tmp_path / "in", [{"2": [4, 7, 9]}, {"2": "drawn"}])
     run = [sys.executable, "-m", "unet_monai.data.sparse", "--manifest", str(manifest)]

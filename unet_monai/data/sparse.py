@@ -251,7 +251,8 @@ def write_sparse_datalist(
         FileNotFoundError: the datalist or a file it names is missing.
         ValueError: the ignore value differs from the datalist's own or is one of its named classes; a label is not
             a single NIfTI file; with ``k`` None, an entry without ``annotated_slices`` or with slices its label does
-            not have; as ``load_manifest``, ``sparsify_label`` and ``annotated_positions`` (each naming the entry).
+            not have; with ``k``, an entry with ``annotated_slices``; as ``load_manifest``, ``sparsify_label`` and
+            ``annotated_positions`` (each naming the entry).
     """
     manifest_path = Path(manifest_path)
     own = manifest_ignore_label(manifest_path)
@@ -321,6 +322,11 @@ def _sparsify_item(
     ``out_dir/folder`` (``k`` slices per axis, or with ``k`` None the entry's own ``annotated_slices``, which the
     written entry no longer carries); the new label path is relative to ``out_dir``, the datalist's folder."""
     source = item["label"]
+    if k is not None and ANNOTATED_KEY in item:
+        raise ValueError(
+            f"{entry} names its annotated slices ({ANNOTATED_KEY!r}), so its label is not dense: give no k to keep "
+            f"those slices, or drop the key to cut {k} slices per axis from a dense label."
+        )
     if k is None and ANNOTATED_KEY not in item:
         raise ValueError(
             f"{entry} must name its annotated slices ({ANNOTATED_KEY!r}: axis -> slice indices, e.g. "
