@@ -293,6 +293,8 @@ def write_sparse_datalist(
                 )
                 for i, item in enumerate(items)
             ]
+        else:  # copied as they are, without annotation notes for the loaders
+            items = [{key: value for key, value in item.items() if key != ANNOTATED_KEY} for item in items]
         out[split] = items
     out["sparse"] = {
         "source": str(manifest_path.resolve()),
@@ -343,7 +345,7 @@ def _sparsify_item(
             positions = annotated_positions(dense, item[ANNOTATED_KEY], ignore)
         else:
             positions = slice_positions(dense, k, axes, ignore, seed)
-        sparse = sparsify_label(dense, 1, ignore_index=ignore, positions=positions)
+        sparse = sparsify_label(dense, 1, ignore_index=ignore, positions=positions)  # with positions, k is unused
     except ValueError as err:
         raise ValueError(f"{entry} label {source}: {err}") from err
     relative = folder / Path(source).name
