@@ -434,3 +434,13 @@ def test_msd_spleen_crop_drawn_on_three_axial_slices(tmp_path):
         written = nib.load(item["label"])
         np.testing.assert_allclose(written.affine, original.affine, atol=1e-6)
         np.testing.assert_array_equal(np.asanyarray(written.dataobj), sparsify_label(dense, 1, positions={2: kept}))
+
+
+def test_copied_splits_lose_the_annotation_notes(tmp_path):
+    manifest = write_annotated_datalist(tmp_path / "in", [{"2": [4, 7]}, {"2": [5, 7]}])
+    data = json.loads(manifest.read_text())
+    data["validation"] = [data["training"].pop()]  # keeps its annotated_slices: copied, not sparsified
+    manifest.write_text(json.dumps(data))
+    path = write_sparse_datalist(manifest, tmp_path / "sparse", k=None)
+    (validation,) = json.loads(path.read_text())["validation"]
+    assert "annotated_slices" not in validation and validation["label"].endswith("1_seg.nii.gz")
