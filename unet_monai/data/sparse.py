@@ -40,6 +40,12 @@ DEFAULT_IGNORE = 255
 ANNOTATED_KEY = "annotated_slices"  # a datalist entry's own annotated slices: {"2": [40, 55, 70]} or {"2": "drawn"}
 
 
+def _foreground_slices(label: np.ndarray, axis: int, ignore_index: int) -> np.ndarray:
+    """Indices of the slices along ``axis`` that hold any foreground (neither 0 nor ``ignore_index``)."""
+    others = tuple(a for a in range(label.ndim) if a != axis)
+    return np.flatnonzero(((label != 0) & (label != ignore_index)).any(axis=others))
+
+
 def _check_axes(axes: Sequence[int], ndim: int) -> list[int]:
     checked = [int(a) for a in axes]
     if not checked or len(set(checked)) != len(checked) or not all(0 <= a < ndim for a in checked):
@@ -82,12 +88,10 @@ def slice_positions(
         raise ValueError(f"k must be an integer >= 1 (slices per axis), got {k!r}.")
     label = np.asarray(label)
     checked = _check_axes(axes, label.ndim)
-    foreground = (label != 0) & (label != ignore_index)
     rng = np.random.default_rng(seed) if seed is not None else None
     positions: dict[int, list[int]] = {}
     for axis in checked:
-        others = tuple(a for a in range(label.ndim) if a != axis)
-        present = np.flatnonzero(foreground.any(axis=others))
+        present = _foreground_slices(label, axis, ignore_index)
         lo, hi = (int(present[0]), int(present[-1])) if present.size else (0, label.shape[axis] - 1)
         n = hi - lo + 1
         if k >= n:
@@ -141,8 +145,7 @@ def annotated_positions(
     positions: dict[int, list[int]] = {}
     for axis, value in zip(axes, annotated.values()):
         if value == "drawn":
-            others = tuple(a for a in range(label.ndim) if a != axis)
-            found = np.flatnonzero(((label != 0) & (label != ignore_index)).any(axis=others))
+            found = _foreground_slices(label, axis, ignore_index)
             if not found.size:
                 raise ValueError(f"{ANNOTATED_KEY}[{axis}] is 'drawn' but the label has no foreground voxel.")
             positions[axis] = [int(i) for i in found]
