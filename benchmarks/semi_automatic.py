@@ -48,7 +48,8 @@ VOLUMES = {
     "sct_t2": MANIFESTS / "sct_spinalcord_t2.json",
     "sct_t1": MANIFESTS / "sct_spinalcord_t1.json",
 }
-ITERATIONS = 10  # per epoch; the budget ends training, not the epoch count
+# the 2D arm trains by train.json alone with the semi-automated overlay's epochs (the budget ends training)
+SEMI = json.loads((BUNDLE / "semi_automatic.json").read_text())
 TWO_D = ["2d axis 0", "2d axis 1", "2d axis 2", "2d 3 axes"]  # slice by slice along one axis; the 3 maps averaged
 
 
@@ -108,8 +109,7 @@ def run_3d(
     times = {"plan_s": plan_datalist(datalist, plan, budget)}
     times["run_s"] = run_bundle_cli(
         "semi_automatic", [BUNDLE / "train.json", plan, *budget.overlays, BUNDLE / "semi_automatic.json"], root,
-        "--manifest", str(datalist), "--bundle_root", str(root), "--epochs", "100000",
-        "--iterations_per_epoch", str(ITERATIONS), "--time_limit_minutes", str(budget.minutes),
+        "--manifest", str(datalist), "--bundle_root", str(root), "--time_limit_minutes", str(budget.minutes),
         "--final_lr_fraction", str(budget.final_lr), "--seed", str(budget.seed), *(train_args or []),
     )  # fmt: skip
     (written,) = sorted((root / "eval").glob("*_dense.nii*"))
@@ -154,7 +154,8 @@ def run_2d(
         "bundle_root": str(root), "manifest": str(slices), "spatial_dims": 2, "features": features,
         "norm": "batch", "pool_sizes": None, "kernel_sizes": None, "output_patch_size": [96, 96],
         "val_output_patch_size": [256, 256], "batch_size": 4, "border_w0": 0.0, "border_class_weights": None,
-        "pos_fraction": 0.33, "epochs": 100000, "iterations_per_epoch": ITERATIONS, "val_interval": 10**9,
+        "pos_fraction": 0.33, "epochs": SEMI["epochs"], "iterations_per_epoch": SEMI["iterations_per_epoch"],
+        "val_interval": 10**9,
         "time_limit_minutes": budget.minutes, "final_lr_fraction": budget.final_lr, "seed": budget.seed,
         "stages::intensity": planned["stages::intensity"],
         "validate::dataset::data": "$unet_monai.io.load_manifest(@manifest, 'training')[:1]",  # never run

@@ -101,8 +101,9 @@ def test_torchrun_training_writes_once_on_rank_0_and_resumes(tmp_path: Path) -> 
         assert rank0.count(f"epoch {epoch}: training state saved") == 1
         assert f"Epoch[{epoch}] Metrics -- val_mean_dice" in rank0  # StatsHandler of the evaluator
         assert f"Epoch[{epoch}] Metrics -- train_mean_dice" in rank0  # StatsHandler of the trainer
-    assert "Epoch [1/2]" in rank0  # ignite's ProgressBar
-    for line in ("training state saved", "Metrics --", "Key metric", "Epoch [1/2]"):
+    assert "training (budget 60 min)" in rank0  # TimeBudget's bar, in place of ignite's with a time budget
+    assert "Epoch [1/2]" not in rank0
+    for line in ("training state saved", "Metrics --", "Key metric", "training (budget"):
         assert line not in rank1, f"rank 1 logged {line!r}"
 
     models, output = tmp_path / "models", tmp_path / "eval"
@@ -121,6 +122,7 @@ def test_torchrun_training_writes_once_on_rank_0_and_resumes(tmp_path: Path) -> 
     assert "Restored all variables from" in rank0
     assert trainer_epochs(rank0) == [3]  # epochs 1 and 2 came from last.pt
     assert rank0.count("training state saved") == 1
+    assert "Epoch [3/3]" in rank0 and "Epoch [3/3]" not in rank1  # ignite's bar, without a time budget: rank 0 only
     assert not re.search(r"ignite\.engine\.engine\.\w+ - INFO", rank1)  # other ranks log warnings only by default
     resumed = torch.load(models / "last.pt", weights_only=True)
     assert int(resumed["trainer"]["iteration"]) // int(resumed["trainer"]["epoch_length"]) == 3

@@ -63,3 +63,23 @@ def test_semi_automatic_trains_on_annotated_slices_and_writes_the_dense_label(tm
         (row,) = list(csv.DictReader(f))  # scored on the annotated voxels only (the ignore value left out)
     assert row["case"] == "vol" and 0.0 <= float(row["dice_blob"]) <= 1.0
     assert (tmp_path / "root" / "models" / "last.pt").is_file()
+
+
+@pytest.mark.integration
+def test_semi_automatic_trains_for_its_time_budget_not_train_jsons_epochs(tmp_path: Path) -> None:
+    """The overlay's own stop is its time budget (10 minutes unless ``--time_limit_minutes`` says otherwise), not
+    ``train.json``'s 40 epochs of 6 iterations: a run without ``--epochs`` ends at the budget, with one bar for the
+    whole run in place of ignite's bar per epoch."""
+    dense, _ = blob_volume(tmp_path / "data")
+    sparse = write_sparse_datalist(dense, tmp_path / "sparse", k=1)
+    proc = run_bundle(
+        "semi_automatic", CONFIGS, tmp_path / "root", *TINY_3D, "--batch_size", "1", "--manifest", str(sparse),
+        "--time_limit_minutes", "0.1",
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert "Training stopped at its time budget of 0.1 min" in log
+    assert "training (budget 0.1 min): 100%" in log and "Epoch [1/" not in log
+    with open(tmp_path / "root" / "eval" / "training_metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(row["iteration"] == str(10 * int(row["epoch"])) for row in rows)  # the overlay's 10 per epoch
+    assert (tmp_path / "root" / "eval" / "vol_dense.nii.gz").is_file()

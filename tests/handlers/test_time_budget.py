@@ -93,3 +93,24 @@ def test_a_resumed_run_anneals_from_the_starting_rate() -> None:
 def test_bad_arguments_are_refused(minutes: float, fraction: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TimeBudget(minutes=minutes, final_lr_fraction=fraction)
+
+
+def test_progress_bar_shows_the_run_done_by_time_or_iterations(capsys: pytest.CaptureFixture[str]) -> None:
+    """``progress=True``: one bar over the whole run on stderr, at 100 % when the iterations end before the budget
+    (the larger fraction, as the rate's cosine), closed at the end."""
+    engine = Engine(lambda e, b: None)
+    budget = TimeBudget(minutes=60.0, progress=True)
+    budget.attach(engine)
+    engine.run(range(5), max_epochs=4)
+    err = capsys.readouterr().err
+    assert "training (budget 60 min): 100%" in err and "epoch 4, iteration 20" in err
+    assert budget._bar is None  # closed
+
+
+def test_progress_bar_of_a_run_stopped_by_the_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    engine = Engine(lambda e, b: time.sleep(0.02))
+    TimeBudget(minutes=0.2 / 60, progress=True).attach(engine)
+    engine.run(range(10), max_epochs=10_000)
+    err = capsys.readouterr().err
+    assert "training (budget 0.00333333 min): 100%" in err  # the budget spent, however few iterations ran
+    assert "epoch 10000" not in err
