@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -22,6 +23,7 @@ from unet_monai.data import (
     write_slice_datalist,
     write_sparse_datalist,
 )
+from unet_monai.data.sparse import unlabelled_ends
 from unet_monai.io import load_manifest
 from unet_monai.io.manifest import manifest_ignore_label
 
@@ -412,7 +414,9 @@ def test_write_slice_datalist_refuses_a_dense_datalist(tmp_path):
 @pytest.mark.skipif(not SPLEEN.is_dir(), reason=f"shared MSD spleen crop not found at {SPLEEN}")
 def test_msd_spleen_crop_drawn_on_three_axial_slices(tmp_path):
     """The manual label as an annotator who drew the spleen on axial slices 8 and 15 and checked slice 24 (no
-    spleen) would save it: 0 elsewhere. The sparse label keeps exactly those slices of the manual label."""
+    spleen) would save it: 0 elsewhere. The sparse label keeps exactly those slices of the manual label. Named,
+    slice 24 labels background below the spleen; "drawn" cannot see it, and the warning names the slices that no
+    labelled voxel reaches."""
     original = nib.load(SPLEEN / "sub-spleen2_ct_seg-manual.nii.gz")
     dense = np.asanyarray(original.dataobj)
     drawn = np.zeros_like(dense)
@@ -430,10 +434,32 @@ def test_msd_spleen_crop_drawn_on_three_axial_slices(tmp_path):
                 }
             )
         )
-        (item,) = load_manifest(write_sparse_datalist(manifest, tmp_path / f"sparse_{len(kept)}", k=None))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (item,) = load_manifest(write_sparse_datalist(manifest, tmp_path / f"sparse_{len(kept)}", k=None))
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        if slices == "drawn":
+            (message,) = messages
+            assert "drawn.nii.gz: no labelled voxel in slices 0-7 and 16-25 along axis 2 (18 of 26)" in message
+        else:
+            assert messages == []
         written = nib.load(item["label"])
         np.testing.assert_allclose(written.affine, original.affine, atol=1e-6)
         np.testing.assert_array_equal(np.asanyarray(written.dataobj), sparsify_label(dense, 1, positions={2: kept}))
+
+
+def test_unlabelled_ends_flags_extrapolation_beyond_the_labelled_slices():
+    dense = np.zeros((20, 16, 12), dtype=np.uint8)
+    dense[6:14, 5:11, 4:8] = 1
+    orthogonal = sparsify_label(dense, 1)  # one slice per axis: every slice of an axis crosses the other two
+    assert unlabelled_ends(orthogonal) == {}
+    drawn = sparsify_label(dense, 1, positions={0: [8, 10, 12]})  # only where the structure is, along axis 0
+    assert unlabelled_ends(drawn) == {0: (8, 7)}
+    spaced = sparsify_label(dense, 1, positions={0: [0, 5, 10, 15, 19]})  # through the whole axis, 4 apart at most
+    assert unlabelled_ends(spaced) == {}
+    assert unlabelled_ends(sparsify_label(dense, 1, positions={0: [2, 5, 10, 15, 19]})) == {}  # 2 < 4 between
+    assert unlabelled_ends(sparsify_label(dense, 1, positions={0: [5, 10, 15]})) == {0: (5, 4)}
+    assert unlabelled_ends(dense) == {}  # a dense label is labelled everywhere
 
 
 def test_copied_splits_lose_the_annotation_notes(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import cast
@@ -32,6 +33,7 @@ __all__ = [
     "slice_affine",
     "slice_positions",
     "sparsify_label",
+    "unlabelled_ends",
     "write_slice_datalist",
     "write_sparse_datalist",
 ]
@@ -44,6 +46,27 @@ def _foreground_slices(label: np.ndarray, axis: int, ignore_index: int) -> np.nd
     """Indices of the slices along ``axis`` that hold any foreground (neither 0 nor ``ignore_index``)."""
     others = tuple(a for a in range(label.ndim) if a != axis)
     return np.flatnonzero(((label != 0) & (label != ignore_index)).any(axis=others))
+
+
+def unlabelled_ends(sparse: np.ndarray, ignore_index: int = DEFAULT_IGNORE) -> dict[int, tuple[int, int]]:
+    """Per axis of a sparse label ``(H, W[, D])``, the slices at its two ends that hold no labelled voxel (neither
+    end run counted) where one of them is longer than every run between labelled slices: there a net trained on
+    the label extrapolates further than it interpolates, and is shown no background (e.g. slices drawn only where
+    the organ is, along one axis). Returns ``{axis: (unlabelled slices at the start, at the end)}``; empty when
+    each axis is labelled near both ends (the paper's orthogonal slices: every slice of an axis crosses the
+    others')."""
+    ends = {}
+    labelled = sparse != ignore_index
+    for axis in range(sparse.ndim):
+        others = tuple(a for a in range(sparse.ndim) if a != axis)
+        held = np.flatnonzero(labelled.any(axis=others))
+        if not held.size:
+            continue
+        start, end = int(held[0]), int(sparse.shape[axis] - 1 - held[-1])
+        between = int(np.diff(held).max()) - 1 if held.size > 1 else 0
+        if max(start, end) > max(between, 0):
+            ends[axis] = (start, end)
+    return ends
 
 
 def _check_axes(axes: Sequence[int], ndim: int) -> list[int]:
@@ -351,6 +374,17 @@ def _sparsify_item(
         sparse = sparsify_label(dense, 1, ignore_index=ignore, positions=positions)  # with positions, k is unused
     except ValueError as err:
         raise ValueError(f"{entry} label {source}: {err}") from err
+    for axis, (start, end) in unlabelled_ends(sparse, ignore).items():
+        size = sparse.shape[axis]
+        runs = [f"{a}-{b}" for a, b in ((0, start - 1), (size - end, size - 1)) if b >= a]
+        warnings.warn(
+            f"{entry} label {source}: no labelled voxel in slices {' and '.join(runs)} along axis {axis} "
+            f"({start + end} of {size}), more than between its labelled slices: a net trained on it sees no "
+            "background there and may mark it. Label a slice there too (one without the structure counts: name it "
+            f"in {ANNOTATED_KEY!r}) or slices along another axis.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     relative = folder / Path(source).name
     if relative.as_posix() in annotated:  # two labels of one split with the same file name
         relative = folder / f"{len(annotated)}_{Path(source).name}"
