@@ -52,3 +52,13 @@ def test_best_model_is_saved_by_metric_and_a_failed_write_keeps_the_previous_fil
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert float(state["weight"][0]) == pytest.approx(0.7)  # the old best is intact
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
+
+
+def test_a_fixed_name_loses_the_temporaries_of_a_killed_save(tmp_path: Path) -> None:
+    (tmp_path / ".model.pt.k1ll3d00.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".last.pt.k1ll3d00.tmp").write_bytes(b"another file's")
+    AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": torch.nn.Linear(2, 1)}, save_key_metric=True,
+        key_metric_filename="model.pt",
+    )  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.pt.k1ll3d00.tmp"]

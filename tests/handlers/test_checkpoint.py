@@ -68,3 +68,13 @@ def test_refuses_bad_arguments(tmp_path: Path) -> None:
         EpochCheckpointSaver(tmp_path / "last.pt", {})
     with pytest.raises(ValueError, match="save_on_rank"):
         EpochCheckpointSaver(tmp_path / "last.pt", {"model": torch.nn.Conv2d(1, 1, 1)}, save_on_rank=-1)
+
+
+def test_attach_removes_the_temporaries_of_a_killed_save(tmp_path: Path) -> None:
+    """A run killed while writing ``last.pt`` leaves ``.last.pt.<random>.tmp``; the next run's saver removes it when
+    attached, before it writes anything."""
+    (tmp_path / ".last.pt.k1ll3d00.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".model.pt.k1ll3d00.tmp").write_bytes(b"another file's")
+    saver = EpochCheckpointSaver(tmp_path / "last.pt", {"model": torch.nn.Linear(2, 1)})
+    saver.attach(Engine(lambda e, b: None))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.pt.k1ll3d00.tmp"]

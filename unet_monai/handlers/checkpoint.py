@@ -4,7 +4,8 @@ stopped, and MONAI's best-model checkpoints.
 Why our own: MONAI's ``CheckpointSaver`` writes through ignite's ``DiskSaver`` with ``atomic=False`` (so that
 files get group permissions), which can leave a truncated checkpoint under its final name when the process
 is killed mid-write; ``AtomicCheckpointSaver`` is MONAI's with our atomic writes. Loading stays with MONAI's
-``CheckpointLoader`` (``weights_only=True``).
+``CheckpointLoader`` (``weights_only=True``). A run killed mid-save leaves only its temporary file
+(``.last.pt.<random>.tmp``); the next run's savers remove those of their own files when they start.
 
 In a distributed run ``EpochCheckpointSaver`` behaves like MONAI's ``CheckpointSaver`` (ignite's ``Checkpoint``): a
 network wrapped in ``DistributedDataParallel`` or ``DataParallel`` is saved as its ``.module``, so the file holds
@@ -26,7 +27,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 
-from unet_monai.io.atomic import atomic_path
+from unet_monai.io.atomic import atomic_path, remove_stale_temporaries
 
 __all__ = ["AtomicCheckpointSaver", "EpochCheckpointSaver"]
 
@@ -65,6 +66,9 @@ class EpochCheckpointSaver:
         self.save_on_rank = save_on_rank
 
     def attach(self, engine: Engine) -> None:
+        """Save after every epoch; first remove the temporary files a killed run left beside ``path``."""
+        if not _distributed() or dist.get_rank() == self.save_on_rank:
+            _remove_stale(self.path)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
@@ -74,6 +78,11 @@ class EpochCheckpointSaver:
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         logger.info("epoch %d: training state saved to %s", engine.state.epoch, self.path)
+
+
+def _remove_stale(path: Path) -> None:
+    for stale in remove_stale_temporaries(path):
+        logger.info("removed %s, a temporary file of a save that was interrupted (the run was killed)", stale)
 
 
 class _AtomicSaveHandler(BaseSaveHandler):
@@ -111,3 +120,5 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if checkpoint is not None:
                 fixed_name = getattr(checkpoint.save_handler, "filename", None)
                 checkpoint.save_handler = _AtomicSaveHandler(self.save_dir, fixed_name)  # type: ignore[assignment]
+                if fixed_name is not None and idist.get_rank() == 0:
+                    _remove_stale(Path(self.save_dir) / fixed_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import shutil
 import tempfile
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "remove_stale_temporaries"]
 
 
 @contextmanager
@@ -51,6 +52,26 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)  # only still there when writing failed
+
+
+def remove_stale_temporaries(target: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
+    """Remove the temporary files that :func:`atomic_path` leaves beside ``target`` when its process is killed
+    mid-write (``.<target name>.<8 random characters><suffix>``, as ``mkstemp`` names them); returns them.
+
+    Call it where nothing else is writing ``target`` (a run starting, before its first save): a write in progress
+    by another process would lose its file.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    stale = sorted(
+        p
+        for p in target.parent.glob(f".{glob.escape(target.name)}.*{glob.escape(suffix)}")
+        if len(p.name) == len(target.name) + 10 + len(suffix) and p.is_file()
+    )
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _cause(err: OSError, target: Path) -> str:
