@@ -178,9 +178,9 @@ def measure_training_peak_mb(
     device: str | torch.device = "cpu",
 ) -> float:
     """Measured peak (MiB) of allocated tensor memory during one forward / backward / Adam step of ``network``
-    on a random ``(batch_size, in_channels, *input_shape)`` batch under autocast, from the profiler's allocator
-    events (on CUDA, ``torch.cuda.max_memory_allocated``). The network's parameters count; nothing else alive
-    before the call does."""
+    on a random ``(batch_size, in_channels, *input_shape)`` batch under ``dtype`` autocast (none for float32), from
+    the profiler's allocator events (on CUDA, ``torch.cuda.max_memory_allocated``). The network's parameters count;
+    nothing else alive before the call does."""
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler import _memory_profiler as mp
 
@@ -191,7 +191,7 @@ def measure_training_peak_mb(
 
     def step() -> None:
         x = torch.randn(batch_size, in_channels, *input_shape, device=device)
-        with torch.autocast(device.type, dtype=dtype):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits = network(x)
         target = torch.zeros(logits.shape[0], *logits.shape[2:], dtype=torch.long, device=device)
         loss = torch.nn.functional.cross_entropy(logits.float(), target)
