@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "command",
     [[sys.executable, "-m", "ruff", "check", "."], [sys.executable, "-m", "mypy"]],

@@ -21,6 +21,7 @@ def write_stack(pages: list[np.ndarray], path: Path) -> Path:
     return path
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not ISBI.is_dir(), reason=f"shared ISBI 2012 data not found at {ISBI}")
 def test_cli_writes_the_sections_the_manifest_names(tmp_path: Path) -> None:
     images = [np.array(Image.open(ISBI / "train" / "image" / f"{i}.png")) for i in range(3)]

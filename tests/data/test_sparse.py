@@ -321,6 +321,7 @@ def test_k_refused_for_an_annotators_datalist(tmp_path):
     assert not (tmp_path / "sparse" / "datalist.json").exists()
 
 
+@pytest.mark.integration
 def test_command_line(tmp_path):
     manifest = write_annotated_datalist(tmp_path / "in", [{"2": [4, 7, 9]}, {"2": "drawn"}])
     run = [sys.executable, "-m", "unet_monai.data.sparse", "--manifest", str(manifest)]

@@ -47,6 +47,7 @@ def planned(phantom_datalist: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return root / "plans" / "phantoms.json"
 
 
+@pytest.mark.integration
 def test_cli_writes_the_overlay_the_rules_give(planned: Path, phantom_datalist: Path) -> None:
     overlay = json.loads(planned.read_text())
     # by hand (phantoms.ANISO_CASES): median spacing (0.8, 0.8, 5) mm; 5 > 3 x 0.8 and 12 x 3 < 60 voxels, so
@@ -108,6 +109,7 @@ def test_overlay_stages_resample_to_ras_at_the_target_spacing(planned: Path, con
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_cli_refuses_a_misspelt_override(phantom_datalist: Path, tmp_path: Path) -> None:
     proc = run_planning("--manifest", str(phantom_datalist), "--memory_budget", "100", "--bundle_root", str(tmp_path))
     assert proc.returncode != 0
@@ -128,6 +130,7 @@ def test_plan_of_the_shared_spleen_ct() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_the_overlay_trains_and_segments_with_no_other_edit(tmp_path: Path) -> None:
     """Plan, one epoch of train.json + overlay, inference.json + overlay: labels on the LPS input's own grid.
     Only the channels are overridden (``--features``), to keep a CPU step short."""
