@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from test_unet_bundle import run_bundle
 
 from unet_monai.data import write_sparse_datalist
@@ -83,3 +85,7 @@ def test_semi_automatic_trains_for_its_time_budget_not_train_jsons_epochs(tmp_pa
         rows = list(csv.DictReader(f))
     assert all(row["iteration"] == str(10 * int(row["epoch"])) for row in rows)  # the overlay's 10 per epoch
     assert (tmp_path / "root" / "eval" / "vol_dense.nii.gz").is_file()
+    stopped = re.search(r"Training stopped at its time budget of 0.1 min \(iteration (\d+), epoch", log)
+    assert stopped, log[-2000:]
+    saved = torch.load(tmp_path / "root" / "models" / "last.pt", weights_only=True)
+    assert saved["trainer"]["iteration"] == int(stopped.group(1))  # the net that wrote the dense label, mid-epoch too

@@ -1,4 +1,5 @@
-"""EpochCheckpointSaver: plain state dicts from wrapped networks, one writing rank."""
+"""EpochCheckpointSaver: plain state dicts from wrapped networks, one writing rank, the last iteration of a run cut
+short."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from unet_monai.handlers import EpochCheckpointSaver
 
@@ -78,3 +79,45 @@ def test_attach_removes_the_temporaries_of_a_killed_save(tmp_path: Path) -> None
     saver = EpochCheckpointSaver(tmp_path / "last.pt", {"model": torch.nn.Linear(2, 1)})
     saver.attach(Engine(lambda e, b: None))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.pt.k1ll3d00.tmp"]
+
+
+def sgd_trainer(net: torch.nn.Module) -> Engine:
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def step(engine: Engine, batch: int) -> None:
+        optimizer.zero_grad()
+        net(torch.ones(1, 1)).sum().backward()
+        optimizer.step()
+
+    return Engine(step)
+
+
+def test_a_run_terminated_mid_epoch_saves_its_last_iteration_and_resumes_there(tmp_path: Path) -> None:
+    """ignite fires no EPOCH_COMPLETED for an epoch cut by ``terminate()`` (a time budget): the saver also writes on
+    TERMINATE, so ``last.pt`` holds the network of the run's last iteration, and the trainer resumes mid-epoch."""
+    net = torch.nn.Linear(1, 1, bias=False)
+    trainer = sgd_trainer(net)
+    EpochCheckpointSaver(tmp_path / "last.pt", {"model": net, "trainer": trainer}).attach(trainer)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=7), lambda engine: engine.terminate())
+    trainer.run(range(5), max_epochs=3)  # epoch 1: iterations 1-5; terminated after iteration 2 of epoch 2
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["trainer"]["iteration"] == 7
+    assert torch.equal(saved["model"]["weight"], net.weight.detach())  # not the weight after iteration 5
+
+    resumed = sgd_trainer(torch.nn.Linear(1, 1, bias=False))
+    resumed.load_state_dict(saved["trainer"])
+    counted: list[int] = []
+    resumed.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: counted.append(engine.state.iteration))
+    resumed.run(range(5))
+    assert counted == list(range(8, 16))  # the rest of epoch 2, then epoch 3
+
+
+def test_a_run_terminated_at_an_epoch_end_is_saved_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    net = torch.nn.Linear(1, 1, bias=False)
+    trainer = sgd_trainer(net)
+    EpochCheckpointSaver(tmp_path / "last.pt", {"model": net, "trainer": trainer}).attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda engine: engine.terminate())  # early stopping
+    with caplog.at_level("INFO", logger="unet_monai.handlers.checkpoint"):
+        trainer.run(range(3), max_epochs=5)
+    assert [r.getMessage().split(" (")[-1] for r in caplog.records] == ["iteration 3)", "iteration 6)"]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["trainer"]["iteration"] == 6

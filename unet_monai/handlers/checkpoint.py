@@ -1,5 +1,5 @@
-"""Checkpoints written atomically: the training state after every epoch, so that a killed run resumes where it
-stopped, and MONAI's best-model checkpoints.
+"""Checkpoints written atomically: the training state after every epoch and where training was stopped, so that a
+killed run resumes where it stopped and a run cut short keeps its last step, and MONAI's best-model checkpoints.
 
 Why our own: MONAI's ``CheckpointSaver`` writes through ignite's ``DiskSaver`` with ``atomic=False`` (so that
 files get group permissions), which can leave a truncated checkpoint under its final name when the process
@@ -46,10 +46,16 @@ def _distributed() -> bool:
 
 
 class EpochCheckpointSaver:
-    """Save ``save_dict``'s state dicts to ``path`` at the end of every epoch: temporary file, then rename.
+    """Save ``save_dict``'s state dicts to ``path`` at the end of every epoch, and when the engine is terminated
+    mid-epoch (a time budget, early stopping): temporary file, then rename.
+
+    ignite fires no ``EPOCH_COMPLETED`` for an epoch that ``engine.terminate()`` cut short, so without the second save
+    ``path`` would miss up to an epoch of the run's last iterations, and the network a run leaves in memory (which
+    a semi-automatic run segments with) would differ from the one on disk. A trainer saved mid-epoch resumes there:
+    ignite runs the rest of that epoch.
 
     Args:
-        path: the checkpoint file (``last.pt``); it always holds one complete epoch.
+        path: the checkpoint file (``last.pt``); it always holds the state after a whole iteration.
         save_dict: name -> object with ``state_dict()`` (network, optimizer, the trainer itself). A network
             wrapped in ``DistributedDataParallel`` or ``DataParallel`` is saved unwrapped (keys without ``module.``).
         save_on_rank: in a distributed run (``torch.distributed`` initialized), the rank that writes; the others
@@ -64,20 +70,30 @@ class EpochCheckpointSaver:
         self.path = Path(path)
         self.save_dict = save_dict
         self.save_on_rank = save_on_rank
+        self._saved_iteration: int | None = None
 
     def attach(self, engine: Engine) -> None:
-        """Save after every epoch; first remove the temporary files a killed run left beside ``path``."""
+        """Save after every epoch and on ``TERMINATE``; first remove the temporary files a killed run left beside
+        ``path``."""
         if not _distributed() or dist.get_rank() == self.save_on_rank:
             _remove_stale(self.path)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.TERMINATE, self._save_where_stopped)
 
     def __call__(self, engine: Engine) -> None:
+        self._saved_iteration = engine.state.iteration
         if _distributed() and dist.get_rank() != self.save_on_rank:
             return
         state = {name: _state_dict(obj) for name, obj in self.save_dict.items()}
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
-        logger.info("epoch %d: training state saved to %s", engine.state.epoch, self.path)
+        logger.info("epoch %d: training state saved to %s (iteration %d)", engine.state.epoch, self.path,
+                    engine.state.iteration)  # fmt: skip
+
+    def _save_where_stopped(self, engine: Engine) -> None:
+        """Save unless this iteration's state is already on disk (terminated from an ``EPOCH_COMPLETED`` handler)."""
+        if engine.state.iteration != self._saved_iteration:
+            self(engine)
 
 
 def _remove_stale(path: Path) -> None:

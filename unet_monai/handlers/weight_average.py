@@ -2,8 +2,8 @@
 
 Why our own: ignite's ``EMAHandler`` keeps the average in memory only. ``WeightAverage`` wraps it: its warm-up ramp
 on by default (so that the random initial weights are forgotten within ``warmup_iterations``), the averaged weights
-saved atomically after every epoch as ``{"model": state_dict}`` (the form ``inference.json``'s ``--ckpt_path``
-loads), and the average restored from that file on ``--resume True``.
+saved atomically after every epoch and where training stops as ``{"model": state_dict}`` (the form
+``inference.json``'s ``--ckpt_path`` loads), and the average restored from that file on ``--resume True``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 
 class WeightAverage:
-    """Average ``network``'s weights over the iterations and save the average to ``path`` after every epoch.
+    """Average ``network``'s weights over the iterations and save the average to ``path`` after every epoch (and
+    where training stops mid-epoch).
 
     After iteration ``t`` the averaged weights become ``(1 - m_t) * average + m_t * weights``; ``m_t`` falls linearly
     from ``warmup_momentum`` to ``momentum`` over the first ``warmup_iterations``, then stays at ``momentum``, so the
