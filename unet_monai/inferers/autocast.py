@@ -6,6 +6,8 @@ bf16 on a CPU, which runs convolutions about twice as fast where the CPU has AVX
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,18 +19,34 @@ __all__ = ["AutocastInferer", "fastest_autocast_dtype"]
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _say_float32_on_this_cpu() -> None:
+    """Once per process: why a CPU run is float32, and what that costs a 3D net under a time budget."""
+    logger.warning(
+        "float32 on this CPU (%s): it has no native bf16 (AVX-512 bf16 or AMX), so a 3D training step takes about "
+        "6.5 times as long as on a CPU with it (BENCHMARKS.md); under --time_limit_minutes a 3D net needs about 3-7 "
+        "times the budget quoted there for the same result (2D nets lose much less).",
+        torch.backends.cpu.get_cpu_capability(),
+    )
+
 
 def fastest_autocast_dtype(device: torch.device | str) -> str:
     """The autocast dtype that runs fastest on ``device`` without giving up range: a name for ``AutocastInferer``.
 
     ``"bfloat16"`` on a CPU with native bf16 (oneDNN: AVX-512 bf16 or AMX) and on a GPU that supports it,
-    ``"float16"`` on older GPUs, ``"float32"`` on CPUs without bf16 units, where emulated bf16 is slower.
+    ``"float16"`` on older GPUs, ``"float32"`` on CPUs without bf16 units, where emulated bf16 is slower (said
+    once per process as a warning: 3D training there is several times slower).
     """
     device = torch.device(device)
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return "bfloat16"
+    if device.type == "cpu":
+        _say_float32_on_this_cpu()
     return "float32"
 
 
