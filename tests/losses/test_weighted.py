@@ -101,6 +101,16 @@ def test_lambda_dice_adds_monai_dice_loss(channels):
     torch.testing.assert_close(PixelWeightedCELoss(lambda_dice=0.7)(logits, target, weight), expected)
 
 
+def test_dice_without_background_is_monai_dice_over_the_foreground_classes():
+    logits, target = batch("3d", 3)
+    weight = torch.rand_like(target) + 0.5
+    dice = DiceLoss(include_background=False, to_onehot_y=True, softmax=True)
+    expected = PixelWeightedCELoss()(logits, target, weight) + dice(logits, target)
+    loss_fn = PixelWeightedCELoss(lambda_dice=1.0, dice_include_background=False)
+    torch.testing.assert_close(loss_fn(logits, target, weight), expected)
+    assert not torch.allclose(expected, PixelWeightedCELoss(lambda_dice=1.0)(logits, target, weight))
+
+
 def test_half_precision_logits_give_float32_loss():
     logits, target = batch("2d")
     loss = PixelWeightedCELoss()(logits.bfloat16(), target)
@@ -174,7 +184,7 @@ def sparse_batch(channels: int, batch_size: int = 2) -> tuple[torch.Tensor, torc
     return logits, torch.where(labelled, target, torch.full_like(target, IGNORE)), labelled
 
 
-def reference_on_labelled(logits, target, labelled, weight, lambda_dice):
+def reference_on_labelled(logits, target, labelled, weight, lambda_dice, include_background=True):
     """The loss recomputed from the gathered labelled voxels only: weighted CE (BCE) mean over them, plus MONAI's
     Dice of each sample's labelled voxels ``(1, C, n_b)``, averaged over the samples that have any."""
     channels = logits.shape[1]
@@ -188,7 +198,10 @@ def reference_on_labelled(logits, target, labelled, weight, lambda_dice):
         ce = F.cross_entropy(x, t.long(), reduction="none")
     loss = (w * ce).mean()
     if lambda_dice:
-        dice = DiceLoss(to_onehot_y=True, softmax=True) if channels > 1 else DiceLoss(sigmoid=True)
+        if channels > 1:
+            dice = DiceLoss(include_background=include_background, to_onehot_y=True, softmax=True)
+        else:
+            dice = DiceLoss(sigmoid=True)
         per_sample = []
         for b in range(logits.shape[0]):
             if keep[b].any():
@@ -244,6 +257,18 @@ def test_ignored_voxels_do_not_change_the_loss(channels):
     loss_fn = PixelWeightedCELoss(lambda_dice=1.0, ignore_index=IGNORE)
     changed = torch.where(labelled, logits, torch.randn_like(logits) * 100)
     torch.testing.assert_close(loss_fn(changed, target), loss_fn(logits, target))
+
+
+def test_dice_without_background_ignores_unlabelled_voxels():
+    logits, target, labelled = sparse_batch(3)
+    logits.requires_grad_(True)
+    loss_fn = PixelWeightedCELoss(lambda_dice=1.0, ignore_index=IGNORE, dice_include_background=False)
+    loss = loss_fn(logits, target)
+    loss.backward()
+    expected = reference_on_labelled(logits.detach(), target, labelled, None, 1.0, include_background=False)
+    torch.testing.assert_close(loss.detach(), expected)
+    ignored = (~labelled).expand_as(logits)
+    assert torch.equal(logits.grad[ignored], torch.zeros(int(ignored.sum())))
 
 
 @pytest.mark.parametrize("channels", [3, 1], ids=["softmax", "sigmoid"])

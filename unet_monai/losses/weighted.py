@@ -43,10 +43,17 @@ class PixelWeightedCELoss(_Loss):
             channel 0 may hold the ignore value).
         ignore_index: the label value of unlabelled voxels (e.g. 255), or None (every voxel is labelled). It must
             not be a class of the logits: not in ``0..C-1`` for ``C`` channels (``0..1`` for one channel).
+        dice_include_background: whether the Dice term scores class 0 too (MONAI's ``include_background``); False
+            is nnU-Net's choice (``do_bg=False``). The cross-entropy always covers every class. Softmax only: with
+            one sigmoid channel there is no background channel to leave out.
     """
 
     def __init__(
-        self, lambda_dice: float = 0.0, weight_in_target: bool = False, ignore_index: int | None = None
+        self,
+        lambda_dice: float = 0.0,
+        weight_in_target: bool = False,
+        ignore_index: int | None = None,
+        dice_include_background: bool = True,
     ) -> None:
         super().__init__()
         if lambda_dice < 0:
@@ -58,7 +65,13 @@ class PixelWeightedCELoss(_Loss):
         self.ignore_index = ignore_index
         # with an ignore value: per sample and class, averaged in _ignoring over the samples with labelled voxels
         reduction = "mean" if ignore_index is None else "none"
-        self._dice_softmax = DiceLoss(to_onehot_y=True, softmax=True, ignore_index=ignore_index, reduction=reduction)
+        self._dice_softmax = DiceLoss(
+            include_background=dice_include_background,
+            to_onehot_y=True,
+            softmax=True,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
         self._dice_sigmoid = DiceLoss(sigmoid=True, ignore_index=ignore_index, reduction=reduction)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
