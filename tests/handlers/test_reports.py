@@ -85,6 +85,32 @@ def test_training_report_keeps_earlier_epochs_when_resumed(tmp_path: Path) -> No
     assert [int(r["epoch"]) for r in read_rows(tmp_path / "training_metrics.csv")] == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("stop_at", [5, 4], ids=["mid_epoch", "epoch_end"])
+def test_training_report_writes_the_iterations_of_a_terminated_epoch(tmp_path: Path, stop_at: int) -> None:
+    trainer, _ = make_trainer_and_validator(tmp_path, epochs_with_validation=set())
+    metric = trainer.state.metrics
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _train_metric(engine: Engine) -> None:
+        metric["train_mean_dice"] = 0.1 * engine.state.epoch
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at), lambda engine: engine.terminate())
+    trainer.run(range(2), max_epochs=5)
+    rows = read_rows(tmp_path / "training_metrics.csv")
+    if stop_at == 4:  # terminated at the end of epoch 2: its row is the ordinary one, written once
+        assert [(int(r["epoch"]), int(r["iteration"])) for r in rows] == [(1, 2), (2, 4)]
+        return
+    assert [(int(r["epoch"]), int(r["iteration"])) for r in rows] == [(1, 2), (2, 4), (3, 5)]
+    assert float(rows[-1]["loss"]) == 5.0 and float(rows[-1]["lr"]) == 0.5 and float(rows[-1]["time_s"]) >= 0
+    assert rows[-1]["train_mean_dice"] == ""  # epoch 2's metric is not epoch 3's
+    resumed, _ = make_trainer_and_validator(tmp_path, epochs_with_validation=set())
+    resumed.state.epoch, resumed.state.iteration, resumed.state.epoch_length = 2, 5, 2  # a mid-epoch checkpoint
+    resumed.state.max_epochs = 3
+    resumed.run(range(2), max_epochs=3)
+    rows = read_rows(tmp_path / "training_metrics.csv")
+    assert [(int(r["epoch"]), int(r["iteration"])) for r in rows] == [(1, 2), (2, 4), (3, 6)]
+
+
 def test_case_metrics_report_writes_per_case_csv_and_summary(tmp_path: Path) -> None:
     cases = [square_case(0), square_case(4)]
 

@@ -42,8 +42,11 @@ class TrainingReport:
 
     The CSV is rewritten after every epoch, the curves after every validation and at the end, the overlays after
     every validation. One CSV row per epoch: epoch, iterations, mean training loss, learning rate, the trainer's
-    metrics and, in epochs with a validation, the validator's metrics, and the epoch's wall time (s). A resumed run
-    keeps the rows of the epochs before the one it resumes from. Every file is replaced atomically.
+    metrics and, in epochs with a validation, the validator's metrics, and the epoch's wall time (s). A run stopped
+    mid-epoch (``engine.terminate()``, e.g. by a time budget) gets a last row for the iterations of that epoch:
+    loss, rate and time only, as the epoch's metrics were never computed. A resumed run keeps the rows of the
+    epochs before the one it resumes from (a partial epoch's row is replaced by the resumed epoch's). Every file
+    is replaced atomically.
 
     Attach to the trainer (``train_handlers``) after the ``ValidationHandler``, so that an epoch's validation
     metrics exist when its row is written.
@@ -87,6 +90,7 @@ class TrainingReport:
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        engine.add_event_handler(Events.TERMINATE, self._terminated)
         engine.add_event_handler(Events.COMPLETED, self._completed)
         if self.validator is not None:
             self.validator.add_event_handler(Events.EPOCH_STARTED, lambda _: self._overlays.clear())
@@ -112,7 +116,8 @@ class TrainingReport:
             if isinstance(output, dict) and self.loss_key in output:
                 self._losses.append(float(output[self.loss_key]))
 
-    def _epoch_completed(self, engine: Engine) -> None:
+    def _row(self, engine: Engine) -> dict[str, Any]:
+        """The current epoch's epoch, iteration, loss and learning rate."""
         row: dict[str, Any] = {
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
@@ -120,6 +125,10 @@ class TrainingReport:
         }
         if self._lr is not None:
             row["lr"] = self._lr  # the rate of the epoch's first iteration
+        return row
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        row = self._row(engine)
         row.update(scalar_metrics(engine.state.metrics))
         validated = self.validator is not None and self.validator.state.epoch == engine.state.epoch
         if validated:
@@ -129,6 +138,15 @@ class TrainingReport:
         self._write_csv()
         if validated:  # drawing costs a few tenths of a second: after validations and at the end only
             self._draw_curves()
+
+    def _terminated(self, engine: Engine) -> None:
+        """A run stopped mid-epoch: no EPOCH_COMPLETED follows, so the epoch's iterations get their row here."""
+        if not self._losses or (self.rows and int(self.rows[-1]["iteration"]) >= engine.state.iteration):
+            return  # stopped at an epoch's end (its row is written) or before any iteration of this epoch
+        row = self._row(engine)
+        row["time_s"] = round(time.perf_counter() - self._epoch_start, 3)
+        self.rows.append(row)
+        self._write_csv()
 
     def _completed(self, engine: Engine) -> None:
         if self.rows:
