@@ -83,9 +83,13 @@ def test_semi_automatic_trains_for_its_time_budget_not_train_jsons_epochs(tmp_pa
     assert "training (budget 0.1 min): 100%" in log and "Epoch [1/" not in log
     with open(tmp_path / "root" / "eval" / "training_metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert all(row["iteration"] == str(10 * int(row["epoch"])) for row in rows)  # the overlay's 10 per epoch
     assert (tmp_path / "root" / "eval" / "vol_dense.nii.gz").is_file()
     stopped = re.search(r"Training stopped at its time budget of 0.1 min \(iteration (\d+), epoch", log)
     assert stopped, log[-2000:]
+    last = int(stopped.group(1))
     saved = torch.load(tmp_path / "root" / "models" / "last.pt", weights_only=True)
-    assert saved["trainer"]["iteration"] == int(stopped.group(1))  # the net that wrote the dense label, mid-epoch too
+    assert saved["trainer"]["iteration"] == last  # the net that wrote the dense label, mid-epoch too
+    # the overlay's 10 iterations per epoch, and the last row ends where training stopped (an epoch cut short too)
+    assert all(row["iteration"] == str(10 * int(row["epoch"])) for row in rows[:-1])
+    epoch = int(rows[-1]["epoch"])
+    assert int(rows[-1]["iteration"]) == last and 10 * (epoch - 1) < last <= 10 * epoch
