@@ -13,7 +13,8 @@ Milliseconds per sample (image + label deformed together) at equal field smoothn
   fewest it takes) and ``elasticdeform.deform_random_grid`` (points=3, sigma=10) where they import.
 
 Then rotation and scaling joined to the deformation (one interpolation) against a second one by MONAI's
-``RandAffined``.
+``RandAffined``; and the paper's border weight map (cached once per label) against its definition, one distance
+transform per cell over the whole image, on ISBI 2012 labels (../shared/data) and the synthetic 2D and 3D sets.
 
     python benchmarks/bench_transforms.py            # about 2 minutes on 2 cores
     python benchmarks/bench_transforms.py --quick    # smaller sizes: checks that it runs
@@ -24,14 +25,21 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from bundle_step import bundle_parser, bundle_train_step
 from monai.transforms import Compose, Rand2DElasticd, Rand3DElasticd, RandAffined
+from PIL import Image
+from scipy import ndimage
 from timing import timed
 
-from unet_monai.transforms import RandElasticGridd
+from unet_monai.data import synthetic_em_volume
+from unet_monai.transforms import RandElasticGridd, border_weight_map
+
+ISBI_LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012" / "train" / "label"
 
 
 def timed_ms(fn: Callable[[], Any], repeats: int) -> float:
@@ -145,6 +153,41 @@ def augmentation_chain(repeats: int) -> None:
     print(f"  one sample's augmentation = {100 * per_sample / step_ms:.1f} % of one train step (goal: < 25 %)")
 
 
+def weight_map_by_definition(label: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:
+    """The paper's border term as defined: every cell's distance map over the whole image (scipy), the two
+    smallest per pixel; what a direct implementation computes."""
+    cells, num = ndimage.label(label == 0)
+    d1 = np.full(label.shape, np.inf)
+    d2 = np.full(label.shape, np.inf)
+    for index in range(1, num + 1):
+        distance = ndimage.distance_transform_edt(cells != index)
+        d2 = np.minimum(d2, np.maximum(d1, distance))
+        d1 = np.minimum(d1, distance)
+    border = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
+    border[cells > 0] = 0.0
+    return border
+
+
+def weight_maps(repeats: int, quick: bool) -> None:
+    """``border_weight_map`` (cell_labels [0], as train.json) against the definition, ms per label."""
+    labels: list[tuple[str, np.ndarray]] = []
+    if ISBI_LABELS.is_dir():
+        isbi = np.asarray(Image.open(sorted(ISBI_LABELS.glob("*.png"))[0]))
+        labels.append(("ISBI 2012 512x512", (isbi > 127).astype(np.uint8) ^ 1))  # white cells -> 0, membrane 1
+    else:
+        print(f"\nweight map: {ISBI_LABELS} not found, ISBI row skipped")
+    for shape in ((256, 256), (32, 32, 32) if quick else (96, 96, 64)):
+        labels.append((f"synthetic {'x'.join(map(str, shape))}", synthetic_em_volume(shape, seed=0)[1]))
+    for name, label in labels:
+        cells = ndimage.label(label == 0)[1]
+        ours_ms = timed_ms(lambda label=label: border_weight_map(label, cell_labels=[0], class_weights=None), repeats)
+        line = f"\nweight map, {name} ({cells} cells): ours {ours_ms:.0f} ms"
+        if label.ndim == 2 or quick:  # the definition takes minutes on the 3D volume
+            reference_ms = timed_ms(lambda label=label: weight_map_by_definition(label), max(1, repeats // 2))
+            line += f", definition {reference_ms:.0f} ms, ours faster by {reference_ms / ours_ms:.1f}x"
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
@@ -156,6 +199,7 @@ def main() -> None:
     compare((32, 32, 32) if args.quick else (128, 128, 128), repeats)
     for shape in ((128, 128), (32, 32, 32)) if args.quick else ((512, 512), (128, 128, 128)):
         rotation_and_scaling(shape, repeats)
+    weight_maps(repeats, args.quick)
     augmentation_chain(repeats)
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor, create_test_image_2d
+from monai.data import MetaTensor, create_test_image_2d, create_test_image_3d
 from scipy import ndimage
 
 from unet_monai.transforms import BorderWeightMap, border_weight_map
@@ -177,6 +177,17 @@ def test_equals_definition_on_many_cells(sigma, spacing):
     assert ndimage.label(label)[1] >= 4
     weight = border_weight_map(label, sigma=sigma, spacing=spacing, class_weights=None)
     np.testing.assert_allclose(weight, reference(label, 10.0, sigma, spacing), atol=2e-5, rtol=1e-5)
+
+
+def test_3d_equals_definition_on_many_cells():
+    """The 3D distances (ITK's Maurer transform; 2D uses scipy's) match the definition too, with anisotropic
+    spacing."""
+    _, seg = create_test_image_3d(40, 36, 20, num_objs=8, rad_max=6, rad_min=3, random_state=np.random.RandomState(1))
+    label = (seg > 0).astype(np.uint8)
+    assert ndimage.label(label)[1] >= 4
+    spacing = (1.0, 0.8, 2.0)
+    weight = border_weight_map(label, sigma=4.0, spacing=spacing, class_weights=None)
+    np.testing.assert_allclose(weight, reference(label, 10.0, 4.0, spacing), atol=2e-5, rtol=1e-5)
 
 
 def test_3d_symmetric_input_gives_symmetric_map():

@@ -41,8 +41,11 @@ def _class_weights(label: np.ndarray, class_weights: str | Mapping[int, float] |
 
 def _distance_to(cell: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Euclidean distance (voxel centre to voxel centre, in ``spacing`` units) of every voxel to the nearest
-    True voxel of ``cell``; 0 inside. ITK's Maurer transform: 2.8x faster than scipy's EDT on a 96x96x64 box
-    (the whole weight map of a 3D synthetic volume: 0.9 -> 0.6 s)."""
+    True voxel of ``cell``; 0 inside. In 3D, ITK's Maurer transform: 2.8x faster than scipy's EDT on a 96x96x64
+    box (the whole weight map of a 3D synthetic volume: 0.9 -> 0.6 s). In 2D, scipy's: ITK's ~2 ms per call
+    dominates the small boxes (the 121 cells of a 256x256 synthetic image: 0.20 s with ITK, 0.04 s with scipy)."""
+    if cell.ndim == 2:
+        return ndimage.distance_transform_edt(~cell, sampling=spacing)
     image = sitk.GetImageFromArray(cell.astype(np.uint8))  # ITK orders axes x, y, z: numpy's reversed
     image.SetSpacing([float(s) for s in spacing[::-1]])
     signed = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
