@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -53,15 +54,22 @@ def write_nifti(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def synthetic_em_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundle's default 3D synthetic data set (``train_3d.json``), generated once per session and shared.
+    """The bundle's default 3D synthetic data set (``train_3d.json``), generated once per test run and shared.
 
     Generating it takes about 25 s on 2 cores; the 3D bundle runs reuse it through ``--dataset_dir``, and the
-    bundle's own ``make_synthetic_em`` call finds it complete (same arguments) and writes nothing.
+    bundle's own ``make_synthetic_em`` call finds it complete (same arguments) and writes nothing. Under
+    pytest-xdist the workers share one copy in the run's base folder: the first to ask writes it under a file
+    lock, the others wait for it and find it complete.
     """
     from unet_monai.data import make_synthetic_em
 
-    folder = tmp_path_factory.mktemp("shared_data") / "synthetic_em_3d"
-    make_synthetic_em(folder, spatial_dims=3)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # popen-gw0 -> the run's folder
+    folder = shared / "shared_data" / "synthetic_em_3d"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(shared / "synthetic_em_3d.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        make_synthetic_em(folder, spatial_dims=3)
     return folder
 
 

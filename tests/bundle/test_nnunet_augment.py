@@ -54,7 +54,9 @@ def test_overlay_augments_training_patches_of_the_right_shape(
     kinds = [type(t) for t in transforms]
     assert RandGaussianNoised in kinds and RandSimulateLowResolutiond in kinds
     assert all(list(t.keys) == ["image"] for t in transforms[kinds.index(RandGaussianNoised) :])
+    parser["train::dataset::data"] = parser["train::dataset::data"] + "[:2]"  # cache the two cases read below
     dataset = parser.get_parsed_content("train::dataset")
+    assert len(dataset) == 2
     patch = list(parser.get_parsed_content("patch_size"))
     output = list(parser.get_parsed_content("network_def").output_shape(patch))
     for index in range(2):

@@ -57,7 +57,7 @@ def synthetic_em_volume(
     seeds = seeds + rng.uniform(-0.35, 0.35, size=seeds.shape) * cell_diameter
     num_cells = len(seeds)
     grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), axis=-1)
-    distances, nearest = cKDTree(seeds).query(grid.reshape(-1, len(shape)), k=2)
+    distances, nearest = cKDTree(seeds).query(grid.reshape(-1, len(shape)), k=2, workers=-1)
     # distance to the Voronoi boundary between the nearest and second-nearest seed (exact on the bisector)
     to_boundary = ((distances[:, 1] - distances[:, 0]) / 2.0).reshape(shape)
     cell = nearest[:, 0].reshape(shape)
@@ -70,7 +70,7 @@ def synthetic_em_volume(
     num_blobs = num_cells * 2
     centres = rng.uniform(0, 1, size=(num_blobs, len(shape))) * np.array(shape)
     radii = rng.uniform(1.5, 3.5, size=num_blobs)
-    blob_dist, blob_idx = cKDTree(centres).query(grid.reshape(-1, len(shape)), k=1)
+    blob_dist, blob_idx = cKDTree(centres).query(grid.reshape(-1, len(shape)), k=1, workers=-1)
     blobs = (blob_dist < radii[blob_idx]).reshape(shape) & (to_boundary > membrane_width + 2)
     image[blobs] = 0.35
     image = ndimage.gaussian_filter(image, sigma=1.0)
