@@ -1,5 +1,5 @@
-"""Shared fixtures: seeded RNGs, a writer of small NIfTI files in ``tmp_path``, the bundle's 3D synthetic set, and
-``dciodvfy`` (David Clunie's DICOM validator) for every SEG a test writes."""
+"""Shared fixtures: seeded RNGs, a writer of small NIfTI files in ``tmp_path``, folders made once per test run
+(the bundle's 3D synthetic set), and ``dciodvfy`` (David Clunie's DICOM validator) for every SEG a test writes."""
 
 from __future__ import annotations
 
@@ -53,24 +53,38 @@ def write_nifti(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
-def synthetic_em_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def made_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Callable[[Path], object]], Path]:
+    """``made_once(name, make)``: the folder ``name``, filled by ``make(folder)`` once per test run and shared by
+    the pytest-xdist workers. The first worker to ask makes it under a file lock in the run's base folder; the others
+    wait, then find its ``.complete`` marker and reuse it. Tests only read these folders."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # popen-gw0 -> the run's folder
+
+    def get(name: str, make: Callable[[Path], object]) -> Path:
+        folder = shared / "made_once" / name
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / ".complete").is_file():
+                shutil.rmtree(folder, ignore_errors=True)  # what a failed attempt left
+                folder.mkdir()
+                make(folder)
+                (folder / ".complete").touch()
+        return folder
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def synthetic_em_3d(made_once: Callable[[str, Callable[[Path], object]], Path]) -> Path:
     """The bundle's default 3D synthetic data set (``train_3d.json``), generated once per test run and shared.
 
-    Generating it takes about 25 s on 2 cores; the 3D bundle runs reuse it through ``--dataset_dir``, and the
-    bundle's own ``make_synthetic_em`` call finds it complete (same arguments) and writes nothing. Under
-    pytest-xdist the workers share one copy in the run's base folder: the first to ask writes it under a file
-    lock, the others wait for it and find it complete.
+    Generating it takes about 15 s on 2 cores; the 3D bundle runs reuse it through ``--dataset_dir``, and the
+    bundle's own ``make_synthetic_em`` call finds it complete (same arguments) and writes nothing.
     """
     from unet_monai.data import make_synthetic_em
 
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # popen-gw0 -> the run's folder
-    folder = shared / "shared_data" / "synthetic_em_3d"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(shared / "synthetic_em_3d.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        make_synthetic_em(folder, spatial_dims=3)
-    return folder
+    return made_once("synthetic_em_3d", lambda folder: make_synthetic_em(folder, spatial_dims=3))
 
 
 def _dciodvfy_binary() -> str | None:

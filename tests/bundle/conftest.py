@@ -1,4 +1,4 @@
-"""Bundle-run fixtures: a tiny trained 2D bundle, trained once per session and copied into each test's root."""
+"""Bundle-run fixtures: a tiny trained 2D bundle, trained once per test run and copied into each test's root."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from test_unet_bundle import train_tiny
 
 
 @pytest.fixture(scope="session")
-def tiny_2d_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_2d_bundle(made_once: Callable[[str, Callable[[Path], object]], Path]) -> Path:
     """A bundle root after a short run of the 2D bundle with a tiny network (``train_tiny``): its
     ``models/model.pt``, its training report in ``eval/``, its synthetic data set and the run's output in
-    ``training.log``. Tests read it and never write into it."""
-    root = tmp_path_factory.mktemp("tiny_2d_bundle")
-    proc = train_tiny(root)
-    (root / "training.log").write_text(proc.stdout + proc.stderr)
-    return root
+    ``training.log``. Trained once per test run (``made_once``); tests read it and never write into it."""
+
+    def train(root: Path) -> None:
+        proc = train_tiny(root)
+        (root / "training.log").write_text(proc.stdout + proc.stderr)
+
+    return made_once("tiny_2d_bundle", train)
 
 
 @pytest.fixture

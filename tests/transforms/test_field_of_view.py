@@ -137,7 +137,7 @@ def test_errors_name_what_is_wrong() -> None:
         RandFieldOfViewd(["image", "label"], 6, 8, BORDER, prob=1.0)(bad)
 
 
-def test_small_fov_overlay_converts_mm_to_voxels_and_train_json_has_none(tmp_path: Path) -> None:
+def test_small_fov_overlay_converts_mm_to_voxels_and_train_json_has_none(tmp_path: Path, synthetic_em_3d: Path) -> None:
     """``small_fov.json`` on ``train.json`` + ``ct.json`` (1.5 x 1.5 x 3 mm) puts the cut after the cached
     locations and before the patch sampler, its sizes 100-250 mm in voxels; ``train.json`` alone has no cut."""
 
@@ -145,6 +145,8 @@ def test_small_fov_overlay_converts_mm_to_voxels_and_train_json_has_none(tmp_pat
         parser = ConfigParser()
         parser.read_config([str(BUNDLE / n) for n in names])
         parser.update({"bundle_root": str(tmp_path), "label_values": [0, 1]})
+        if "ct.json" in names:  # 3D: the session's synthetic set is the datalist, not a new one in tmp_path
+            parser["dataset_dir"] = str(synthetic_em_3d)
         return list(parser.get_parsed_content("train::preprocessing").transforms)
 
     assert not any(isinstance(t, RandFieldOfViewd) for t in transforms("train.json"))
