@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,17 @@ def pytest_configure(config: pytest.Config) -> None:
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long files first: the bundle's (each test a subprocess that imports torch and MONAI), the most integration
+    tests first, then other files with integration tests, then the unit tests. With ``--dist loadfile
+    --no-loadscope-reorder`` the workers take files in this order as they free up, so the short files fill the end
+    of the run instead of one worker finishing a long bundle file alone (pytest-xdist's own reordering puts the
+    files with the most tests first: the short, parametrised ones). Stable: files keep their tests together."""
+    integration = Counter(item.path for item in items if item.get_closest_marker("integration"))
+    bundle = Path(__file__).parent / "bundle"
+    items.sort(key=lambda item: (bundle not in item.path.parents, -integration[item.path]))
 
 
 @pytest.fixture(autouse=True)
