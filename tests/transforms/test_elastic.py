@@ -556,3 +556,27 @@ def test_rotated_label_keeps_its_values():
 def test_rotation_and_scale_arguments_are_checked(kwargs, shape, match):
     with pytest.raises(ValueError, match=match):
         RandElasticGrid(**kwargs)(torch.randn(shape)) if shape else RandElasticGrid(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------- threaded sampling
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("shape", [(1, 2, 40, 50, 30), (1, 1, 300, 250)], ids=["3d", "2d"])
+def test_sample_in_chunks_equals_one_grid_sample(shape, mode, threads):
+    """Chunks sampled as a batch of the expanded image give exactly ``F.grid_sample``'s values, for an output whose
+    first axis the threads do not divide (33 rows), beyond the border (reflection) too."""
+    from unet_monai.transforms.elastic import sample_in_chunks
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(shape, generator=generator)
+    out_size = (33, 41, 25) if len(shape) == 5 else (33, 1500)
+    grid = torch.rand(1, *out_size, len(shape) - 2, generator=generator) * 2.2 - 1.1
+    expected = torch.nn.functional.grid_sample(image, grid, mode=mode, padding_mode="reflection", align_corners=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        chunked = sample_in_chunks(image, grid, mode, "reflection")
+    finally:
+        torch.set_num_threads(before)
+    assert chunked.shape == expected.shape
+    assert torch.equal(chunked, expected)

@@ -27,7 +27,7 @@ from monai.utils import TransformBackends
 
 from unet_monai.transforms.sampling import ForegroundSampler, VoxelLocations
 
-__all__ = ["RandElasticGrid", "cubic_upsample_matrix", "dense_displacement"]
+__all__ = ["RandElasticGrid", "cubic_upsample_matrix", "dense_displacement", "sample_in_chunks"]
 
 _FIELD_KERNELS = ("cubic", "bspline")
 _MODES = ("bilinear", "bicubic", "nearest")
@@ -83,6 +83,30 @@ def dense_displacement(
         matrix = cubic_upsample_matrix(coarse.shape[1 + axis], n, kernel)[start : start + length].to(coarse)
         field = torch.movedim(torch.tensordot(field, matrix, dims=([1 + axis], [1])), -1, 1 + axis)
     return field
+
+
+def sample_in_chunks(image: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str) -> torch.Tensor:
+    """``F.grid_sample(image, grid, align_corners=True)`` for one image ``(1, C, *S)`` at ``grid`` ``(1, *out, ndim)``,
+    using every CPU thread: ``(1, C, *out)``, the same values.
+
+    PyTorch's CPU grid sampler parallelises over the batch only, so one image is sampled on one thread. Here the
+    output is split along its first axis into one chunk per thread and sampled as a batch of the same image
+    (expanded, not copied); the rows the threads do not divide follow in one more call.
+    """
+
+    def sample(img: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        return F.grid_sample(img, where, mode=mode, padding_mode=padding_mode, align_corners=True)
+
+    threads = min(torch.get_num_threads(), grid.shape[1])
+    if image.device.type != "cpu" or image.shape[0] != 1 or threads < 2 or grid[0, ..., 0].numel() < 2**15:
+        return sample(image, grid)
+    rows = grid.shape[1] // threads
+    head = grid[:, : rows * threads].reshape(threads, rows, *grid.shape[2:])  # a view of a contiguous grid
+    out = sample(image.expand(threads, *image.shape[1:]), head)  # (threads, C, rows, ...)
+    out = out.transpose(0, 1).reshape(1, image.shape[1], rows * threads, *out.shape[3:])
+    if rows * threads < grid.shape[1]:
+        out = torch.cat([out, sample(image, grid[:, rows * threads :])], dim=2)
+    return out
 
 
 class RandElasticGrid(RandomizableTransform):
@@ -289,9 +313,7 @@ class RandElasticGrid(RandomizableTransform):
         norm = [2 * coords[i] / max(spatial[i] - 1, 1) - 1 for i in reversed(range(ndim))]
         grid = torch.stack(norm, dim=-1).unsqueeze(0)  # (1, *out_size, ndim)
         work = img if img.dtype == torch.float32 else img.float()
-        out = F.grid_sample(
-            work.unsqueeze(0), grid.to(work.device), mode=mode, padding_mode=self.padding_mode, align_corners=True
-        )[0]
+        out = sample_in_chunks(work.unsqueeze(0), grid.to(work.device), mode, self.padding_mode)[0]
         if not img.is_floating_point():
             out = out.round().to(img.dtype)
         elif out.dtype != img.dtype:
