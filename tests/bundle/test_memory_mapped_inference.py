@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from test_unet_bundle import refused_bundle_run, run_bundle
+from test_unet_bundle import REPO, run_bundle
 
 from unet_monai.data import synthetic_em_volume
 from unet_monai.networks import PaperUNet
@@ -60,7 +60,23 @@ def test_memory_mapped_inference_matches_in_ram(tmp_path: Path, synthetic_em_3d:
     assert (labels == reference).mean() > 0.9999  # statistics in float64 vs float32: a tie may flip
     assert sorted(p.name for p in (tmp_path / "mapped").iterdir()) == ["em_seg.nii.gz"]  # no scratch file left
 
-    gz = ["--input", str(tmp_path / "em.nii.gz"), "--output_dir", str(tmp_path / "refused")]
-    refused = refused_bundle_run("inference", MAPPED, tmp_path, *small, *gz)
-    assert "memory-mapped reading needs an uncompressed .nii" in refused
-    assert str(tmp_path / "em.nii.gz") in refused
+
+def test_overlay_reads_through_the_memory_mapped_loader(tmp_path: Path) -> None:
+    """The overlay's preprocessing starts with ``LoadMemmapNiftid`` (so a ``.nii.gz`` is refused by name, as
+    ``tests/io/test_memmap.py`` checks), where ``inference.json`` alone reads the volume into RAM."""
+    from monai.bundle import ConfigParser
+
+    from unet_monai.io import LoadMemmapNiftid
+
+    def first_loader(configs: list[str]) -> object:
+        parser = ConfigParser()
+        parser.read_config([str(REPO / c) for c in configs])
+        parser["bundle_root"] = str(tmp_path)
+        return parser.get_parsed_content("preprocessing").transforms[0]
+
+    assert isinstance(first_loader(MAPPED), LoadMemmapNiftid)
+    assert not isinstance(first_loader(CONFIGS), LoadMemmapNiftid)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), AFFINE), tmp_path / "em.nii.gz")
+    with pytest.raises(ValueError, match="uncompressed .nii") as info:
+        first_loader(MAPPED)({"image": str(tmp_path / "em.nii.gz")})
+    assert str(tmp_path / "em.nii.gz") in str(info.value)
