@@ -13,9 +13,11 @@ import torch
 from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
+from unet_monai.networks.onednn import Conv3d
+
 __all__ = ["ConvNormAct", "DoubleConv", "MaxPool", "Down", "Up", "center_crop_to"]
 
-_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_CONV = {2: nn.Conv2d, 3: Conv3d}  # Conv3d: one float32 sample on oneDNN (onednn.py)
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 _LINEAR_MODE = {2: "bilinear", 3: "trilinear"}

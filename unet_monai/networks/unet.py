@@ -12,6 +12,7 @@ from torch import nn
 
 from unet_monai.networks import slabs as _slabs
 from unet_monai.networks.blocks import DoubleConv, Down, Up
+from unet_monai.networks.onednn import Conv3d
 
 __all__ = ["PaperUNet"]
 
@@ -316,7 +317,7 @@ class PaperUNet(nn.Module):
             self.kernel_sizes,
             self.up_features,
         )
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        conv = nn.Conv2d if spatial_dims == 2 else Conv3d
         final_pad = final_kernel_size // 2 if padding == "same" else 0
         self.head = conv(self.features[0], out_channels, final_kernel_size, padding=final_pad)
         self.final_act: nn.Module = nn.Identity()
