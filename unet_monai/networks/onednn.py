@@ -66,14 +66,15 @@ class Conv3d(nn.Conv3d):
     """``torch.nn.Conv3d`` (same arguments, parameters and state dict) that runs one float32 sample on the CPU on
     oneDNN: where PyTorch would take its reference kernel (:func:`uses_reference_kernel`), the input is convolved as
     two overlapping halves in one batch (:func:`conv3d_as_batch_of_two`). ``(1, C_in, D, H, W) -> (1, C_out, D', H',
-    W')`` in voxels, as ``nn.Conv3d``; any other input, and a scripted module, take ``nn.Conv3d``'s path."""
+    W')`` in voxels, as ``nn.Conv3d``; any other input, a 1x1x1 kernel and a scripted module take ``nn.Conv3d``'s
+    path."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.padding_mode != "zeros":
             padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return F.conv3d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
         if not torch.jit.is_scripting():
-            if uses_reference_kernel(input, self):
+            if max(self.kernel_size) > 1 and uses_reference_kernel(input, self):  # a 1x1x1 gains nothing (measured)
                 return self._as_batch_of_two(input, weight, bias)
         return F.conv3d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
