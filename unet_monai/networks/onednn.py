@@ -2,46 +2,63 @@
 
 PyTorch picks oneDNN for a float32 CPU convolution only when the batch holds more than one sample, or
 ``N * C * D * H > 20480`` for an input ``(N, C, D, H, W)`` (its rule, written for 2D inputs, leaves out the last
-axis). Otherwise it runs ``slow_conv3d``, an im2col kernel that is 3-10 times slower forward and backward than
-oneDNN on the same convolution: on a 2-core AVX2 EPYC, 16 -> 32 channels, 3^3 on 28 x 36 x 36, forward and backward
-take 176 ms against 42. The deeper levels of a 3D U-Net trained one patch at a time (``batch_size 1``) hit that
-rule, while bf16 autocast (CPUs with AVX-512 bf16) always takes oneDNN. :class:`Conv3d` splits such an input along
-its first spatial axis into two overlapping halves and convolves them as a batch of two: the same voxels reach
-every output voxel, so the result is the convolution's, up to float rounding.
+axis). Otherwise it runs ``slow_conv3d``, an im2col kernel, up to 7 times slower forward and backward than oneDNN
+on the same convolution: on a 2-core AVX2 EPYC, 16 -> 32 channels, 3^3 on 28 x 36 x 36 (channels-last-3d), forward
+and backward take 208 ms against 53 (``benchmarks/bench_conv3d.py``). The deeper levels of a 3D U-Net trained one
+patch at a time (``batch_size 1``) hit that rule, while bf16 autocast (CPUs with AVX-512 bf16) always takes oneDNN.
+:class:`Conv3d` splits such an input along its first spatial axis into two overlapping halves and convolves them as
+a batch of two: the same voxels reach every output voxel, so the result is the convolution's, up to float rounding.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Conv3d", "uses_reference_kernel", "conv3d_as_batch_of_two"]
+__all__ = ["Conv3d", "uses_reference_kernel", "runs_better_as_batch_of_two", "conv3d_as_batch_of_two"]
 
 _ONEDNN_MIN_SIZE = 20480  # PyTorch's threshold on N * C * D * H above which oneDNN runs a batch of one
 
 
+def _onednn_rule(shape: Sequence[int], conv: nn.Conv3d) -> bool:
+    """PyTorch's choice of oneDNN for a float32 CPU input of ``shape`` ``(N, C, D, H, W)``, oneDNN enabled:
+    ``ConvParams::use_mkldnn`` in ``aten/src/ATen/native/Convolution.cpp``."""
+    kernel = conv.kernel_size
+    strided, dilated = any(s != 1 for s in conv.stride), any(d != 1 for d in conv.dilation)
+    if not (strided or dilated or shape[0] >= 16 or kernel[-1] != 1 or kernel[-2] != 1 or torch.get_num_threads() > 1):
+        return False  # a 1x1 kernel on one thread: PyTorch keeps its own kernel
+    large = shape[0] * shape[1] * shape[2] * shape[3] > _ONEDNN_MIN_SIZE
+    return conv.groups > 1 or (kernel[-1] > 3 and kernel[-2] > 3) or shape[0] > 1 or large
+
+
 def uses_reference_kernel(x: torch.Tensor, conv: nn.Conv3d) -> bool:
-    """Whether PyTorch would run ``conv`` on ``x`` (``(N, C, D, H, W)``) with its reference kernel ``slow_conv3d``
-    rather than oneDNN, and two halves as a batch would take oneDNN: one float32 sample on a CPU with oneDNN
-    enabled, outside autocast, stride 1, no dilation, one group, and ``C * D * H <= 20480``. Mirrors PyTorch's
-    ``ConvParams::use_mkldnn`` (``aten/src/ATen/native/Convolution.cpp``), which ``tests/networks/test_onednn.py``
-    checks against the kernel that actually runs."""
-    if x.dim() != 5 or x.shape[0] != 1 or x.dtype != torch.float32 or x.device.type != "cpu" or x.is_mkldnn:
+    """Whether PyTorch runs ``conv`` on the float32 CPU input ``x`` (``(N, C, D, H, W)``, outside autocast) with its
+    reference kernel ``slow_conv3d`` rather than oneDNN. Mirrors PyTorch's rule, which
+    ``tests/networks/test_onednn.py`` checks against the kernel that actually runs; False for any other input."""
+    if x.dim() != 5 or x.dtype != torch.float32 or x.device.type != "cpu" or x.is_mkldnn:
+        return False
+    if torch.is_autocast_enabled("cpu"):
         return False
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return True
+    return not _onednn_rule(x.shape, conv)
+
+
+def runs_better_as_batch_of_two(x: torch.Tensor, conv: nn.Conv3d) -> bool:
+    """Whether :class:`Conv3d` convolves ``x`` as two halves: one sample that PyTorch would run on its reference
+    kernel while a batch of two runs on oneDNN, a stride-1 undilated convolution with at least two output rows and a
+    kernel larger than 1x1x1 (on the 1x1x1 head the split measured 0.75 times the speed)."""
+    if x.dim() != 5 or x.shape[0] != 1 or max(conv.kernel_size) == 1 or isinstance(conv.padding, str):
         return False
-    if torch.is_autocast_enabled("cpu") or conv.groups != 1:
+    if any(s != 1 for s in conv.stride) or any(d != 1 for d in conv.dilation):
         return False
-    if any(s != 1 for s in conv.stride) or any(d != 1 for d in conv.dilation) or isinstance(conv.padding, str):
+    rows_out = x.shape[2] + 2 * conv.padding[0] - conv.kernel_size[0] + 1
+    if rows_out < 2 or not uses_reference_kernel(x, conv) or not torch.backends.mkldnn.enabled:
         return False
-    kernel = conv.kernel_size
-    if kernel[-1] == 1 and kernel[-2] == 1 and torch.get_num_threads() == 1:
-        return False  # 1x1 on one thread: PyTorch keeps its own kernel for any batch
-    if kernel[-1] > 3 and kernel[-2] > 3:
-        return False  # oneDNN already
-    rows_out = x.shape[2] + 2 * conv.padding[0] - kernel[0] + 1
-    return rows_out >= 2 and x.shape[1] * x.shape[2] * x.shape[3] <= _ONEDNN_MIN_SIZE
+    return _onednn_rule((2, *x.shape[1:]), conv)
 
 
 def conv3d_as_batch_of_two(
@@ -64,17 +81,17 @@ def conv3d_as_batch_of_two(
 
 class Conv3d(nn.Conv3d):
     """``torch.nn.Conv3d`` (same arguments, parameters and state dict) that runs one float32 sample on the CPU on
-    oneDNN: where PyTorch would take its reference kernel (:func:`uses_reference_kernel`), the input is convolved as
-    two overlapping halves in one batch (:func:`conv3d_as_batch_of_two`). ``(1, C_in, D, H, W) -> (1, C_out, D', H',
-    W')`` in voxels, as ``nn.Conv3d``; any other input, a 1x1x1 kernel and a scripted module take ``nn.Conv3d``'s
-    path."""
+    oneDNN: where PyTorch would take its reference kernel (:func:`runs_better_as_batch_of_two`), the input is
+    convolved as two overlapping halves in one batch (:func:`conv3d_as_batch_of_two`). ``(1, C_in, D, H, W) -> (1,
+    C_out, D', H', W')`` in voxels, as ``nn.Conv3d``; any other input, a 1x1x1 kernel and a scripted module take
+    ``nn.Conv3d``'s path."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.padding_mode != "zeros":
             padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return F.conv3d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
         if not torch.jit.is_scripting():
-            if max(self.kernel_size) > 1 and uses_reference_kernel(input, self):  # a 1x1x1 gains nothing (measured)
+            if runs_better_as_batch_of_two(input, self):
                 return self._as_batch_of_two(input, weight, bias)
         return F.conv3d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
